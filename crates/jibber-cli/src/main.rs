@@ -1,0 +1,233 @@
+//! `jibber`: the one binary. `jibber serve` runs the server; the other subcommands are tools
+//! around it.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use jibber_server::{Settings, Sources};
+
+#[derive(Parser)]
+#[command(
+    name = "jibber",
+    version,
+    about = "Jibber: a self-hostable, end-to-end-encrypted messenger"
+)]
+struct Cli {
+    /// A TOML settings file (flat `key = value`, keys as in `jibber config`).
+    #[arg(long, global = true, env = "JIBBER_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (embedded SQLite in the data directory unless configured otherwise).
+    Serve(ServeArgs),
+    /// Manage accounts.
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+    /// Print every setting with its default, as a Markdown table.
+    Config,
+    /// Make secrets for a production configuration.
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
+    },
+}
+
+#[derive(Args, Default)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long)]
+    host: Option<String>,
+    /// Port to listen on.
+    #[arg(long)]
+    port: Option<String>,
+    /// Data directory.
+    #[arg(long)]
+    data_dir: Option<String>,
+    /// Database URL.
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Run in production mode.
+    #[arg(long)]
+    production: bool,
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// List the accounts (username, id, created, last seen).
+    List {
+        /// Data directory (as for `serve`).
+        #[arg(long)]
+        data_dir: Option<String>,
+        /// Database URL (as for `serve`).
+        #[arg(long)]
+        database_url: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecretsCommand {
+    /// A new OPAQUE server setup (base64url) for JIBBER_OPAQUE_SERVER_SETUP.
+    OpaqueSetup,
+    /// A new token signing secret for JIBBER_JWT_SECRET.
+    JwtSecret,
+}
+
+fn flags(pairs: &[(&str, &Option<String>)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| ((*k).to_owned(), v.clone())))
+        .collect()
+}
+
+fn load(config: Option<PathBuf>, flags: Vec<(String, String)>) -> anyhow::Result<Settings> {
+    let mut sources = Sources::from_env(config);
+    sources.flags = flags;
+    Settings::load(&sources).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            let mut f = flags(&[
+                ("host", &args.host),
+                ("port", &args.port),
+                ("data_dir", &args.data_dir),
+                ("database_url", &args.database_url),
+            ]);
+            if args.production {
+                f.push(("mode".to_owned(), "production".to_owned()));
+            }
+            let settings = match load(cli.config, f) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("jibber: {e}");
+                    std::process::exit(2);
+                }
+            };
+            tokio::runtime::Runtime::new()?.block_on(serve(settings))
+        }
+        Command::Users {
+            command:
+                UsersCommand::List {
+                    data_dir,
+                    database_url,
+                },
+        } => {
+            let settings = load(
+                cli.config,
+                flags(&[("data_dir", &data_dir), ("database_url", &database_url)]),
+            )?;
+            tokio::runtime::Runtime::new()?.block_on(list_users(settings))
+        }
+        Command::Config => {
+            println!("| Setting | Environment variable | Default | Meaning |");
+            println!("|---|---|---|---|");
+            for s in jibber_server::config::SPECS {
+                let default = if s.default.is_empty() {
+                    "(empty)".to_owned()
+                } else {
+                    format!("`{}`", s.default)
+                };
+                println!(
+                    "| `{}` | `JIBBER_{}` | {} | {} |",
+                    s.key,
+                    s.key.to_uppercase(),
+                    default,
+                    s.help
+                );
+            }
+            Ok(())
+        }
+        Command::Secrets { command } => {
+            match command {
+                SecretsCommand::OpaqueSetup => {
+                    println!("{}", jibber_server::auth::opaque::new_server_setup())
+                }
+                SecretsCommand::JwtSecret => {
+                    println!("{}", jibber_server::auth::tokens::new_jwt_secret())
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    jibber_server::telemetry::init_logging(&settings);
+    let addr = std::net::SocketAddr::new(settings.host, settings.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    let app = jibber_server::App::build(settings).await?;
+    print_addresses(local);
+    tracing::info!(address = %local, database = app.state.store.backend(), "jibber is listening");
+    app.serve(listener, jibber_server::shutdown_signal()).await
+}
+
+/// Prints where people can reach the server: locally, and on the network when bound widely.
+fn print_addresses(local: std::net::SocketAddr) {
+    let port = local.port();
+    if local.ip().is_unspecified() {
+        println!("Jibber is running:");
+        println!("  local:   http://localhost:{port}/");
+        match network_ip() {
+            Some(ip) => println!("  network: http://{ip}:{port}/"),
+            None => println!("  network: (no network address found)"),
+        }
+    } else {
+        println!("Jibber is running at http://{local}/");
+    }
+}
+
+/// The address this machine uses for outbound traffic (no packet is sent: UDP connect only
+/// picks a route).
+fn network_ip() -> Option<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("192.0.2.1:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+async fn list_users(settings: Settings) -> anyhow::Result<()> {
+    let store = jibber_server::open_store(&settings).await?;
+    use jibber_store::Store;
+    let mut offset = 0u64;
+    let mut total = 0usize;
+    println!(
+        "{:<32}  {:<36}  {:<20}  {}",
+        "USERNAME", "ID", "CREATED", "LAST SEEN"
+    );
+    loop {
+        let page = store.list_users(500, offset).await?;
+        if page.is_empty() {
+            break;
+        }
+        for u in &page {
+            let fmt = |t: time::OffsetDateTime| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default()
+            };
+            println!(
+                "{:<32}  {:<36}  {:<20}  {}",
+                u.username,
+                u.id,
+                fmt(u.created_at),
+                u.last_seen.map(fmt).unwrap_or_else(|| "never".to_owned())
+            );
+        }
+        total += page.len();
+        offset += page.len() as u64;
+    }
+    println!("{total} account(s)");
+    store.close().await;
+    Ok(())
+}

@@ -1,0 +1,38 @@
+//! Jibber's cryptography, without I/O.
+//!
+//! For now this crate holds the OPAQUE cipher suite that is wire-compatible with the npm
+//! package `@serenity-kit/opaque` 1.x (facts in shared/notes/opaque.md), used by the server
+//! and by every Rust client. The end-to-end message envelope, the key bundle and safety
+//! numbers join it in later work.
+
+pub use opaque_ke;
+
+/// The OPAQUE suite of `@serenity-kit/opaque` 1.x: Ristretto255 OPRF, triple-DH over
+/// Ristretto255 with SHA-512, Argon2id key stretching (client side only).
+pub struct Suite;
+
+impl opaque_ke::CipherSuite for Suite {
+    type OprfCs = opaque_ke::Ristretto255;
+    type KeyExchange = opaque_ke::TripleDh<opaque_ke::Ristretto255, sha2::Sha512>;
+    type Ksf = argon2::Argon2<'static>;
+}
+
+/// Argon2id with serenity-kit's default ("memory-constrained") parameters: m=65536 KiB, t=3,
+/// p=4. A client must use exactly these to log in to an account made by the web client.
+pub fn serenity_ksf() -> argon2::Argon2<'static> {
+    argon2::Argon2::new(
+        argon2::Algorithm::Argon2id,
+        argon2::Version::V0x13,
+        argon2::Params::new(65536, 3, 4, None).expect("constant Argon2 parameters are valid"),
+    )
+}
+
+/// A cheap Argon2id for tests only: it keeps the protocol identical but stretches little.
+/// Accounts made with it can only be opened with it.
+pub fn test_ksf() -> argon2::Argon2<'static> {
+    argon2::Argon2::new(
+        argon2::Algorithm::Argon2id,
+        argon2::Version::V0x13,
+        argon2::Params::new(8, 1, 1, None).expect("constant Argon2 parameters are valid"),
+    )
+}

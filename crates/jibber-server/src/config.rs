@@ -1,0 +1,646 @@
+//! Settings, layered: built-in defaults, then an optional TOML file, then `JIBBER_*`
+//! environment variables, then command-line flags. Every setting is listed once in [`SPECS`]
+//! (which also feeds the README's table via `jibber config`); loading checks all of them and
+//! reports every bad one in a single error.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+
+/// One setting: its key (file and flag name), default and meaning. The environment variable
+/// is `JIBBER_` and the key in upper case.
+#[derive(Debug, Clone, Copy)]
+pub struct Spec {
+    pub key: &'static str,
+    pub default: &'static str,
+    pub help: &'static str,
+}
+
+/// Every setting Jibber reads.
+pub const SPECS: &[Spec] = &[
+    Spec {
+        key: "mode",
+        default: "development",
+        help: "`development` or `production`. Production refuses to start without explicit secrets and CORS origins, and never shows internal error details.",
+    },
+    Spec {
+        key: "host",
+        default: "0.0.0.0",
+        help: "Address to listen on.",
+    },
+    Spec {
+        key: "port",
+        default: "8080",
+        help: "Port to listen on (0 picks a free one).",
+    },
+    Spec {
+        key: "data_dir",
+        default: "./jibber-data",
+        help: "Where the embedded database and generated secrets live.",
+    },
+    Spec {
+        key: "database_url",
+        default: "",
+        help: "Database URL; empty means `sqlite://<data_dir>/jibber.db`.",
+    },
+    Spec {
+        key: "sqlite_synchronous",
+        default: "full",
+        help: "`full` (a commit survives power loss) or `normal` (faster; the last commits may be lost on power loss, never on a crash of the process).",
+    },
+    Spec {
+        key: "jwt_secret",
+        default: "",
+        help: "Secret that signs access tokens (at least 32 characters). Empty in development: generated and kept in the data directory.",
+    },
+    Spec {
+        key: "opaque_server_setup",
+        default: "",
+        help: "OPAQUE server setup, base64url (from `jibber secrets opaque-setup` or `@serenity-kit/opaque`'s `server.createSetup()`). Empty in development: generated and kept in the data directory.",
+    },
+    Spec {
+        key: "cors_origins",
+        default: "",
+        help: "Comma-separated origins allowed to call the API from a browser. Empty: same origin only.",
+    },
+    Spec {
+        key: "access_token_ttl",
+        default: "15m",
+        help: "Lifetime of an access token.",
+    },
+    Spec {
+        key: "refresh_token_ttl",
+        default: "30d",
+        help: "Lifetime of a refresh token (each use rotates it).",
+    },
+    Spec {
+        key: "login_timeout",
+        default: "60s",
+        help: "How long a started OPAQUE login waits for its finish.",
+    },
+    Spec {
+        key: "max_body_bytes",
+        default: "262144",
+        help: "Largest accepted request body; larger gets 413 PAYLOAD_TOO_LARGE.",
+    },
+    Spec {
+        key: "max_message_bytes",
+        default: "65536",
+        help: "Largest accepted message ciphertext (decoded).",
+    },
+    Spec {
+        key: "auth_rate_per_ip",
+        default: "30",
+        help: "Login and registration attempts per minute from one IP address.",
+    },
+    Spec {
+        key: "auth_rate_per_username",
+        default: "10",
+        help: "Login and registration attempts per minute for one username.",
+    },
+    Spec {
+        key: "trust_proxy",
+        default: "false",
+        help: "Take the client address from `X-Forwarded-For` (only behind a proxy you run).",
+    },
+    Spec {
+        key: "cookie_secure",
+        default: "auto",
+        help: "Mark the refresh cookie `Secure`: `auto` (when the request came over TLS per `X-Forwarded-Proto`, or in production), `always`, `never`.",
+    },
+    Spec {
+        key: "request_timeout",
+        default: "30s",
+        help: "Longest time a REST request may take.",
+    },
+    Spec {
+        key: "shutdown_timeout",
+        default: "10s",
+        help: "On SIGTERM/SIGINT, how long in-flight work may take before exit.",
+    },
+    Spec {
+        key: "log_format",
+        default: "auto",
+        help: "`auto` (readable on a terminal, JSON otherwise), `json` or `pretty`.",
+    },
+    Spec {
+        key: "log_level",
+        default: "info",
+        help: "Log filter (`RUST_LOG` syntax), e.g. `info` or `jibber_server=debug`.",
+    },
+];
+
+/// Development or production.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CookieSecure {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Auto,
+    Json,
+    Pretty,
+}
+
+/// The validated settings of one server.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub mode: Mode,
+    pub host: IpAddr,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub sqlite_full_sync: bool,
+    pub jwt_secret: Option<SecretString>,
+    pub opaque_server_setup: Option<SecretString>,
+    pub cors_origins: Vec<String>,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    pub login_timeout: Duration,
+    pub max_body_bytes: usize,
+    pub max_message_bytes: usize,
+    pub auth_rate_per_ip: u32,
+    pub auth_rate_per_username: u32,
+    pub trust_proxy: bool,
+    pub cookie_secure: CookieSecure,
+    pub request_timeout: Duration,
+    pub shutdown_timeout: Duration,
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+/// Every problem found while loading settings, reported at once.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigError(pub Vec<String>);
+
+/// Where the raw values come from, in increasing precedence.
+#[derive(Debug, Default, Clone)]
+pub struct Sources {
+    /// A TOML file (flat `key = value`), if any.
+    pub file: Option<PathBuf>,
+    /// Environment variables (all of them; only `JIBBER_*` are read).
+    pub env: Vec<(String, String)>,
+    /// Command-line overrides, by key.
+    pub flags: Vec<(String, String)>,
+}
+
+impl Sources {
+    /// The process environment and an optional file.
+    pub fn from_env(file: Option<PathBuf>) -> Self {
+        Sources {
+            file,
+            env: std::env::vars().collect(),
+            flags: Vec::new(),
+        }
+    }
+}
+
+fn spec(key: &str) -> Option<&'static Spec> {
+    SPECS.iter().find(|s| s.key == key)
+}
+
+/// Parses `90`, `90s`, `15m`, `2h`, `30d`, `250ms`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "ms" => return Some(Duration::from_millis(n)),
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86_400)?,
+        _ => return None,
+    };
+    Some(Duration::from_secs(secs))
+}
+
+fn toml_to_string(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Array(a) => a.iter().map(toml_to_string).collect::<Vec<_>>().join(","),
+        other => other.to_string(),
+    }
+}
+
+impl Settings {
+    /// Loads and validates settings from `sources`.
+    pub fn load(sources: &Sources) -> Result<Settings, ConfigError> {
+        let mut problems = Vec::new();
+        let mut raw: BTreeMap<&'static str, (String, String)> = SPECS
+            .iter()
+            .map(|s| (s.key, (s.default.to_owned(), "default".to_owned())))
+            .collect();
+
+        if let Some(path) = &sources.file {
+            match std::fs::read_to_string(path) {
+                Ok(text) => match text.parse::<toml::Table>() {
+                    Ok(table) => {
+                        for (k, v) in table {
+                            match spec(&k) {
+                                Some(s) => {
+                                    raw.insert(
+                                        s.key,
+                                        (toml_to_string(&v), format!("{}", path.display())),
+                                    );
+                                }
+                                None => problems
+                                    .push(format!("{}: unknown setting `{k}`", path.display())),
+                            }
+                        }
+                    }
+                    Err(e) => problems.push(format!("{}: not valid TOML: {e}", path.display())),
+                },
+                Err(e) => problems.push(format!("{}: cannot read: {e}", path.display())),
+            }
+        }
+        for (name, value) in &sources.env {
+            let Some(key) = name.strip_prefix("JIBBER_") else {
+                continue;
+            };
+            let key = key.to_ascii_lowercase();
+            if key == "config" {
+                continue;
+            }
+            match spec(&key) {
+                Some(s) => {
+                    raw.insert(s.key, (value.clone(), name.clone()));
+                }
+                None => problems.push(format!("{name}: unknown setting")),
+            }
+        }
+        for (key, value) in &sources.flags {
+            match spec(key) {
+                Some(s) => {
+                    raw.insert(
+                        s.key,
+                        (value.clone(), format!("--{}", key.replace('_', "-"))),
+                    );
+                }
+                None => problems.push(format!("--{key}: unknown setting")),
+            }
+        }
+
+        let mut p = Parser {
+            raw: &raw,
+            problems,
+        };
+        let mode = p.parse(
+            "mode",
+            |v| match v {
+                "development" | "dev" => Some(Mode::Development),
+                "production" | "prod" => Some(Mode::Production),
+                _ => None,
+            },
+            "`development` or `production`",
+        );
+        let host = p.parse(
+            "host",
+            |v| v.parse::<IpAddr>().ok(),
+            "an IP address such as 0.0.0.0 or ::",
+        );
+        let port = p.parse("port", |v| v.parse::<u16>().ok(), "a port number 0-65535");
+        let data_dir = p.parse(
+            "data_dir",
+            |v| (!v.is_empty()).then(|| PathBuf::from(v)),
+            "a directory path",
+        );
+        let database_url = p.parse(
+            "database_url",
+            |v| (v.is_empty() || v.starts_with("sqlite:")).then(|| v.to_owned()),
+            "empty or a `sqlite://` URL (PostgreSQL is not built in yet)",
+        );
+        let sqlite_full_sync = p.parse(
+            "sqlite_synchronous",
+            |v| match v {
+                "full" => Some(true),
+                "normal" => Some(false),
+                _ => None,
+            },
+            "`full` or `normal`",
+        );
+        let jwt_secret = p.parse(
+            "jwt_secret",
+            |v| {
+                (v.is_empty() || v.len() >= 32)
+                    .then(|| (!v.is_empty()).then(|| SecretString::from(v.to_owned())))
+            },
+            "at least 32 characters",
+        );
+        let opaque_server_setup = p.parse(
+            "opaque_server_setup",
+            |v| {
+                if v.is_empty() {
+                    return Some(None);
+                }
+                crate::auth::opaque::parse_server_setup(v)
+                    .ok()
+                    .map(|_| Some(SecretString::from(v.to_owned())))
+            },
+            "a base64url OPAQUE server setup (128 bytes)",
+        );
+        let cors_origins = p.parse(
+            "cors_origins",
+            |v| {
+                let list: Vec<String> = v
+                    .split(',')
+                    .map(|s| s.trim().trim_end_matches('/').to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                list.iter()
+                    .all(|o| {
+                        (o.starts_with("http://") || o.starts_with("https://"))
+                            && axum::http::HeaderValue::from_str(o).is_ok()
+                    })
+                    .then_some(list)
+            },
+            "comma-separated origins such as https://chat.example.com",
+        );
+        let dur = |p: &mut Parser, k| {
+            p.parse(
+                k,
+                |v| parse_duration(v).filter(|d| !d.is_zero()),
+                "a positive duration such as 90s, 15m, 2h or 30d",
+            )
+        };
+        let access_token_ttl = dur(&mut p, "access_token_ttl");
+        let refresh_token_ttl = dur(&mut p, "refresh_token_ttl");
+        let login_timeout = dur(&mut p, "login_timeout");
+        let request_timeout = dur(&mut p, "request_timeout");
+        let shutdown_timeout = dur(&mut p, "shutdown_timeout");
+        let size = |p: &mut Parser, k| {
+            p.parse(
+                k,
+                |v| v.parse::<usize>().ok().filter(|n| *n >= 1024),
+                "a number of bytes, at least 1024",
+            )
+        };
+        let max_body_bytes = size(&mut p, "max_body_bytes");
+        let max_message_bytes = size(&mut p, "max_message_bytes");
+        let rate = |p: &mut Parser, k| {
+            p.parse(
+                k,
+                |v| v.parse::<u32>().ok().filter(|n| *n >= 1),
+                "a whole number of attempts per minute, at least 1",
+            )
+        };
+        let auth_rate_per_ip = rate(&mut p, "auth_rate_per_ip");
+        let auth_rate_per_username = rate(&mut p, "auth_rate_per_username");
+        let trust_proxy = p.parse("trust_proxy", parse_bool, "true or false");
+        let cookie_secure = p.parse(
+            "cookie_secure",
+            |v| match v {
+                "auto" => Some(CookieSecure::Auto),
+                "always" | "true" => Some(CookieSecure::Always),
+                "never" | "false" => Some(CookieSecure::Never),
+                _ => None,
+            },
+            "`auto`, `always` or `never`",
+        );
+        let log_format = p.parse(
+            "log_format",
+            |v| match v {
+                "auto" => Some(LogFormat::Auto),
+                "json" => Some(LogFormat::Json),
+                "pretty" | "text" => Some(LogFormat::Pretty),
+                _ => None,
+            },
+            "`auto`, `json` or `pretty`",
+        );
+        let log_level = p.parse(
+            "log_level",
+            |v| {
+                tracing_subscriber::EnvFilter::try_new(v)
+                    .ok()
+                    .map(|_| v.to_owned())
+            },
+            "a log filter such as `info` or `jibber_server=debug`",
+        );
+
+        let mut problems = p.problems;
+        if let (Some(Mode::Production), Some(max_body), Some(max_msg)) =
+            (mode, max_body_bytes, max_message_bytes)
+        {
+            let _ = (max_body, max_msg);
+            if matches!(jwt_secret, Some(None)) {
+                problems.push(
+                    "jwt_secret: production mode needs an explicit secret (JIBBER_JWT_SECRET)"
+                        .to_owned(),
+                );
+            }
+            if matches!(opaque_server_setup, Some(None)) {
+                problems.push(
+                    "opaque_server_setup: production mode needs an explicit setup (JIBBER_OPAQUE_SERVER_SETUP; `jibber secrets opaque-setup` makes one)"
+                        .to_owned(),
+                );
+            }
+            if matches!(&cors_origins, Some(o) if o.is_empty()) {
+                problems.push("cors_origins: production mode needs the allowed browser origins (JIBBER_CORS_ORIGINS)".to_owned());
+            }
+        }
+        if let (Some(body), Some(msg)) = (max_body_bytes, max_message_bytes)
+            && msg * 4 / 3 + 4096 > body
+        {
+            problems.push(format!(
+                "max_message_bytes: {msg} does not fit in max_body_bytes {body} once base64-encoded"
+            ));
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError(problems));
+        }
+        let data_dir = data_dir.expect("checked");
+        let database_url = database_url.expect("checked");
+        let database_url = if database_url.is_empty() {
+            format!("sqlite://{}", data_dir.join("jibber.db").display())
+        } else {
+            database_url
+        };
+        Ok(Settings {
+            mode: mode.expect("checked"),
+            host: host.expect("checked"),
+            port: port.expect("checked"),
+            data_dir,
+            database_url,
+            sqlite_full_sync: sqlite_full_sync.expect("checked"),
+            jwt_secret: jwt_secret.expect("checked"),
+            opaque_server_setup: opaque_server_setup.expect("checked"),
+            cors_origins: cors_origins.expect("checked"),
+            access_token_ttl: access_token_ttl.expect("checked"),
+            refresh_token_ttl: refresh_token_ttl.expect("checked"),
+            login_timeout: login_timeout.expect("checked"),
+            max_body_bytes: max_body_bytes.expect("checked"),
+            max_message_bytes: max_message_bytes.expect("checked"),
+            auth_rate_per_ip: auth_rate_per_ip.expect("checked"),
+            auth_rate_per_username: auth_rate_per_username.expect("checked"),
+            trust_proxy: trust_proxy.expect("checked"),
+            cookie_secure: cookie_secure.expect("checked"),
+            request_timeout: request_timeout.expect("checked"),
+            shutdown_timeout: shutdown_timeout.expect("checked"),
+            log_format: log_format.expect("checked"),
+            log_level: log_level.expect("checked"),
+        })
+    }
+
+    /// Defaults only, for a server in a given data directory (tests, tools).
+    pub fn for_data_dir(dir: &Path) -> Settings {
+        let sources = Sources {
+            flags: vec![("data_dir".to_owned(), dir.display().to_string())],
+            ..Sources::default()
+        };
+        Settings::load(&sources).expect("the defaults are valid")
+    }
+
+    pub fn is_production(&self) -> bool {
+        self.mode == Mode::Production
+    }
+
+    /// The JWT secret, if one was configured explicitly.
+    pub fn explicit_jwt_secret(&self) -> Option<&str> {
+        self.jwt_secret.as_ref().map(|s| s.expose_secret())
+    }
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+struct Parser<'a> {
+    raw: &'a BTreeMap<&'static str, (String, String)>,
+    problems: Vec<String>,
+}
+
+impl Parser<'_> {
+    fn parse<T>(
+        &mut self,
+        key: &'static str,
+        f: impl FnOnce(&str) -> Option<T>,
+        expected: &str,
+    ) -> Option<T> {
+        let (value, origin) = self.raw.get(key).expect("every key has a default");
+        let out = f(value.trim());
+        if out.is_none() {
+            // Never echo a secret's value back.
+            let shown = if key.contains("secret") || key.contains("setup") {
+                "<hidden>".to_owned()
+            } else {
+                format!("{value:?}")
+            };
+            self.problems
+                .push(format!("{key} (from {origin}): {shown} is not {expected}"));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        Settings::load(&Sources {
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..Sources::default()
+        })
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let s = load(&[]).expect("defaults");
+        assert_eq!(s.port, 8080);
+        assert_eq!(s.host.to_string(), "0.0.0.0");
+        assert_eq!(s.access_token_ttl, Duration::from_secs(900));
+        assert!(s.database_url.starts_with("sqlite://"));
+        assert_eq!(s.mode, Mode::Development);
+    }
+
+    #[test]
+    fn every_bad_setting_is_named_at_once() {
+        let err = load(&[
+            ("JIBBER_PORT", "70000"),
+            ("JIBBER_ACCESS_TOKEN_TTL", "soon"),
+            ("JIBBER_HOST", "localhost:80"),
+            ("JIBBER_NOPE", "1"),
+            ("PATH", "/usr/bin"),
+        ])
+        .expect_err("invalid");
+        let text = err.to_string();
+        for needle in [
+            "port (from JIBBER_PORT)",
+            "access_token_ttl",
+            "host (from JIBBER_HOST)",
+            "JIBBER_NOPE",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from {text}");
+        }
+        assert_eq!(err.0.len(), 4, "{text}");
+    }
+
+    #[test]
+    fn production_requires_secrets_and_origins() {
+        let err = load(&[("JIBBER_MODE", "production")]).expect_err("refused");
+        let text = err.to_string();
+        assert!(text.contains("jwt_secret"), "{text}");
+        assert!(text.contains("opaque_server_setup"), "{text}");
+        assert!(text.contains("cors_origins"), "{text}");
+    }
+
+    #[test]
+    fn secrets_are_never_echoed() {
+        let err = load(&[("JIBBER_JWT_SECRET", "short-secret-value")]).expect_err("too short");
+        assert!(!err.to_string().contains("short-secret-value"));
+    }
+
+    #[test]
+    fn later_sources_win() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("jibber.toml");
+        std::fs::write(&file, "port = 9000\nhost = \"127.0.0.1\"\ncors_origins = [\"https://a.example\", \"https://b.example\"]\n")
+            .expect("write");
+        let s = Settings::load(&Sources {
+            file: Some(file),
+            env: vec![("JIBBER_PORT".into(), "9001".into())],
+            flags: vec![("port".into(), "9002".into())],
+        })
+        .expect("valid");
+        assert_eq!(s.port, 9002);
+        assert_eq!(s.host.to_string(), "127.0.0.1");
+        assert_eq!(
+            s.cors_origins,
+            vec!["https://a.example", "https://b.example"]
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Some(Duration::from_secs(900)));
+        assert_eq!(
+            parse_duration("30d"),
+            Some(Duration::from_secs(30 * 86_400))
+        );
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1y"), None);
+        assert_eq!(parse_duration(""), None);
+    }
+}

@@ -1,0 +1,187 @@
+//! Jibber's server as a library.
+//!
+//! [`App::build`] turns [`Settings`] into a ready application (storage opened and migrated,
+//! secrets loaded, routes wired); [`App::serve`] runs it on a bound listener until a shutdown
+//! signal. `jibber serve` and the integration tests (which bind port 0) both go through here.
+//!
+//! Layout:
+//! - [`config`]: layered settings and their validation.
+//! - [`secrets`]: the generated or configured JWT secret and OPAQUE server setup.
+//! - [`state`]: what every handler shares.
+//! - [`error`]: the one error type and its envelope.
+//! - [`auth`]: OPAQUE, access/refresh tokens, rate limits on attempts.
+//! - [`service`]: message operations shared by REST and the realtime gateway.
+//! - [`http`]: routes, extractors and the request middleware.
+//! - [`telemetry`]: logs and metrics.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use jibber_store::Store;
+use jibber_store_sqlite::{Durability, SqliteConfig, SqliteStore};
+use secrecy::ExposeSecret;
+use tokio::net::TcpListener;
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod secrets;
+pub mod service;
+pub mod state;
+pub mod telemetry;
+
+pub use config::{Settings, Sources};
+pub use state::AppState;
+
+/// A built server, not yet listening.
+pub struct App {
+    pub state: AppState,
+    store: Arc<SqliteStore>,
+}
+
+/// Opens the store the settings name.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<SqliteStore> {
+    if settings.database_url.starts_with("sqlite:")
+        && settings.database_url == default_db_url(settings)
+    {
+        secrets::ensure_private_dir(&settings.data_dir)?;
+    }
+    let mut config = SqliteConfig::new(settings.database_url.clone());
+    config.durability = if settings.sqlite_full_sync {
+        Durability::Full
+    } else {
+        Durability::Normal
+    };
+    SqliteStore::open(&config)
+        .await
+        .with_context(|| format!("cannot open the database at {}", settings.database_url))
+}
+
+fn default_db_url(settings: &Settings) -> String {
+    format!("sqlite://{}", settings.data_dir.join("jibber.db").display())
+}
+
+impl App {
+    /// Opens storage, loads or creates secrets, and wires the routes.
+    pub async fn build(settings: Settings) -> anyhow::Result<App> {
+        let secrets = secrets::load(&settings)?;
+        let store = Arc::new(open_store(&settings).await?);
+        let opaque = auth::opaque::parse_server_setup(secrets.opaque_setup.expose_secret())
+            .map_err(|_| anyhow::anyhow!("the OPAQUE server setup is invalid"))?;
+        let tokens = auth::tokens::AccessTokens::new(&secrets.jwt, settings.access_token_ttl);
+        let auth_limits = auth::limits::AuthLimits::new(
+            settings.auth_rate_per_ip,
+            settings.auth_rate_per_username,
+        );
+        let state = AppState(Arc::new(state::Inner {
+            store: store.clone() as Arc<dyn Store>,
+            tokens,
+            opaque,
+            auth_limits,
+            metrics: telemetry::metrics_handle(),
+            started: Instant::now(),
+            shutting_down: AtomicBool::new(false),
+            sockets: AtomicU64::new(0),
+            socket_users: AtomicU64::new(0),
+            settings,
+        }));
+        Ok(App { state, store })
+    }
+
+    /// The router, for in-process tests (`oneshot`).
+    pub fn router(&self) -> axum::Router {
+        http::router(self.state.clone())
+    }
+
+    /// Serves on `listener` until `shutdown` completes, then drains in-flight requests (at most
+    /// `shutdown_timeout`) and closes the database.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let state = self.state.clone();
+        let router = http::router(state.clone());
+        let janitor = tokio::spawn(janitor(state.clone()));
+        let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+        let flag = state.clone();
+        let signal = async move {
+            shutdown.await;
+            flag.shutting_down.store(true, Ordering::Relaxed);
+            tracing::info!("shutting down: no new connections, finishing requests in flight");
+            let _ = drain_tx.send(());
+        };
+        let server = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(signal);
+        let timeout = state.settings.shutdown_timeout;
+        let mut server = std::pin::pin!(server.into_future());
+        tokio::select! {
+            res = &mut server => res.context("server failed")?,
+            () = async {
+                let _ = drain_rx.await;
+                tokio::time::sleep(timeout).await;
+            } => tracing::warn!(?timeout, "requests still in flight after the shutdown timeout; stopping anyway"),
+        }
+        janitor.abort();
+        self.store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Builds and serves: what `jibber serve` runs.
+pub async fn launch(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    App::build(settings).await?.serve(listener, shutdown).await
+}
+
+/// Periodic housekeeping: expired logins and refresh tokens, recovered rate-limit keys.
+async fn janitor(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        match state
+            .store
+            .purge_expired(jibber_store::util::now_ms())
+            .await
+        {
+            Ok(n) if n > 0 => tracing::debug!(removed = n, "purged expired logins and tokens"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "purging expired rows failed"),
+        }
+        state.auth_limits.shrink();
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,140 @@
+//! The operations REST and the realtime gateway share, so both validate and store alike.
+
+use jibber_proto::api::{DeliveredReceipt, ReadReceipt, SendMessageRequest};
+use jibber_proto::{ErrorCode, IV_MAX, PUBLIC_KEY_MAX, SIGNATURE_MAX, TEMP_MESSAGE_ID_MAX};
+use jibber_store::util::now_ms;
+use jibber_store::{NewMessage, Sent, StoreError};
+use uuid::Uuid;
+
+use crate::error::{ApiError, ApiResult};
+use crate::http::auth::validate_bytes;
+use crate::state::AppState;
+
+/// A store NotFound on a chat-scoped call means "no such chat for you".
+pub fn chat_not_found(e: StoreError) -> ApiError {
+    match e {
+        StoreError::NotFound => ApiError::not_found("chat"),
+        other => other.into(),
+    }
+}
+
+/// Validates a send and turns it into a [`NewMessage`] from `sender` (the token's user).
+pub fn new_message(
+    state: &AppState,
+    sender: Uuid,
+    chat_id: Uuid,
+    req: SendMessageRequest,
+) -> ApiResult<NewMessage> {
+    if req.chat_id.is_some_and(|c| c != chat_id) {
+        return Err(ApiError::validation(
+            "chatId: does not match the chat in the path",
+        ));
+    }
+    if req.receiver == sender {
+        return Err(ApiError::validation("receiver: cannot be the sender"));
+    }
+    let max = state.settings.max_message_bytes;
+    if req.cipher.len() > max {
+        return Err(ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("cipher: larger than {max} bytes"),
+        ));
+    }
+    validate_bytes("cipher", req.cipher.as_bytes(), max)?;
+    validate_bytes("iv", req.iv.as_bytes(), IV_MAX)?;
+    validate_bytes("signature", req.signature.as_bytes(), SIGNATURE_MAX)?;
+    validate_bytes(
+        "senderPublicIdKey",
+        req.sender_public_id_key.as_bytes(),
+        PUBLIC_KEY_MAX,
+    )?;
+    validate_bytes(
+        "senderPublicSigningKey",
+        req.sender_public_signing_key.as_bytes(),
+        PUBLIC_KEY_MAX,
+    )?;
+    validate_bytes(
+        "receiverPublicIdKey",
+        req.receiver_public_id_key.as_bytes(),
+        PUBLIC_KEY_MAX,
+    )?;
+    let temp = req.temp_message_id;
+    if temp.is_empty() || temp.len() > TEMP_MESSAGE_ID_MAX || temp.chars().any(char::is_control) {
+        return Err(ApiError::validation(format!(
+            "tempMessageId: must be 1 to {TEMP_MESSAGE_ID_MAX} printable characters"
+        )));
+    }
+    Ok(NewMessage {
+        id: Uuid::now_v7(),
+        chat_id,
+        sender,
+        receiver: req.receiver,
+        cipher: req.cipher.into_bytes(),
+        iv: req.iv.into_bytes(),
+        signature: req.signature.into_bytes(),
+        sender_public_id_key: req.sender_public_id_key.into_bytes(),
+        sender_public_signing_key: req.sender_public_signing_key.into_bytes(),
+        receiver_public_id_key: req.receiver_public_id_key.into_bytes(),
+        client_timestamp: req.client_timestamp,
+        temp_message_id: temp,
+        created_at: now_ms(),
+    })
+}
+
+/// Stores a message durably (or finds the first copy of a repeated send).
+pub async fn send_message(
+    state: &AppState,
+    sender: Uuid,
+    chat_id: Uuid,
+    req: SendMessageRequest,
+    count_unread: bool,
+) -> ApiResult<Sent> {
+    let msg = new_message(state, sender, chat_id, req)?;
+    let sent = state
+        .store
+        .send_message(msg, count_unread)
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(_) => ApiError::new(
+                ErrorCode::Conflict,
+                "tempMessageId: already used for a message in another chat",
+            ),
+            other => chat_not_found(other),
+        })?;
+    metrics::counter!("jibber_messages_total", "result" => if sent.duplicate { "duplicate" } else { "stored" })
+        .increment(1);
+    Ok(sent)
+}
+
+/// Marks a message delivered (its receiver only).
+pub async fn mark_delivered(
+    state: &AppState,
+    me: Uuid,
+    message: Uuid,
+) -> ApiResult<DeliveredReceipt> {
+    state
+        .store
+        .mark_delivered(me, message, now_ms())
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::not_found("message"),
+            other => other.into(),
+        })
+}
+
+/// Marks the caller's received messages up to a sequence read and resets the unread count.
+pub async fn mark_read(
+    state: &AppState,
+    me: Uuid,
+    chat: Uuid,
+    up_to: i64,
+) -> ApiResult<ReadReceipt> {
+    if up_to < 0 {
+        return Err(ApiError::validation("upToSequence: must be zero or more"));
+    }
+    state
+        .store
+        .mark_read(me, chat, up_to, now_ms())
+        .await
+        .map_err(chat_not_found)
+}

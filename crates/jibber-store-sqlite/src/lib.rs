@@ -1,0 +1,1128 @@
+//! The [`Store`] on embedded SQLite.
+//!
+//! One file in the data directory, WAL journal, `synchronous=FULL` by default, foreign keys on.
+//! Writes go through a pool of one connection (SQLite has one writer anyway; queueing in the
+//! pool instead of in SQLite's busy handler avoids `SQLITE_BUSY` on lock upgrades), reads go
+//! through a separate pool of several connections. Migrations are embedded and run at open.
+//!
+//! Every statement that hot paths run is a `const` in [`sql`], so the query-plan tests check
+//! the very text the code runs.
+
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use jibber_proto::api::{
+    Change, Chat, DeliveredReceipt, DeliveryStatus, Message, PublicUser, ReadReceipt,
+};
+use jibber_store::util::{from_ms, like_escape, to_ms};
+use jibber_store::{
+    ChatCursor, ChatForUser, NewMessage, NewRefreshToken, NewUser, PendingLogin, RefreshCheck,
+    Result, Sent, Store, StoreError, UserRecord,
+};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+pub mod sql;
+
+/// How SQLite syncs commits to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous=FULL`: a commit survives power loss. The default.
+    Full,
+    /// `synchronous=NORMAL`: survives a crash of the process, may lose the last commits on
+    /// power loss.
+    Normal,
+}
+
+/// How to open the database.
+#[derive(Debug, Clone)]
+pub struct SqliteConfig {
+    /// `sqlite://path/to/file.db` (created if missing).
+    pub url: String,
+    pub durability: Durability,
+    /// Connections of the read pool.
+    pub read_connections: u32,
+    /// How long a caller waits for a connection before the store answers `Unavailable`.
+    pub acquire_timeout: Duration,
+}
+
+impl SqliteConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        SqliteConfig {
+            url: url.into(),
+            durability: Durability::Full,
+            read_connections: 4,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Jibber's storage on SQLite.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+fn backend_err(e: sqlx::Error) -> StoreError {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            StoreError::Unavailable(e.to_string())
+        }
+        sqlx::Error::RowNotFound => StoreError::NotFound,
+        other => StoreError::Backend(other.to_string()),
+    }
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+/// Times a store operation into the `jibber_db_query_duration_seconds` histogram.
+struct Timer {
+    op: &'static str,
+    start: Instant,
+}
+
+impl Timer {
+    fn start(op: &'static str) -> Self {
+        Timer {
+            op,
+            start: Instant::now(),
+        }
+    }
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        metrics::histogram!("jibber_db_query_duration_seconds", "op" => self.op, "backend" => "sqlite")
+            .record(self.start.elapsed().as_secs_f64());
+    }
+}
+
+fn uuid_col(row: &SqliteRow, col: &str) -> Result<Uuid> {
+    let s: String = row.try_get(col).map_err(backend_err)?;
+    Uuid::parse_str(&s).map_err(|e| StoreError::Backend(format!("bad uuid in {col}: {e}")))
+}
+
+fn opt_uuid_col(row: &SqliteRow, col: &str) -> Result<Option<Uuid>> {
+    let s: Option<String> = row.try_get(col).map_err(backend_err)?;
+    s.map(|s| {
+        Uuid::parse_str(&s).map_err(|e| StoreError::Backend(format!("bad uuid in {col}: {e}")))
+    })
+    .transpose()
+}
+
+fn get<'r, T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>>(
+    row: &'r SqliteRow,
+    col: &str,
+) -> Result<T> {
+    row.try_get(col).map_err(backend_err)
+}
+
+fn user_from_row(row: &SqliteRow) -> Result<UserRecord> {
+    Ok(UserRecord {
+        id: uuid_col(row, "id")?,
+        username: get(row, "username")?,
+        email: get(row, "email")?,
+        display_name: get(row, "display_name")?,
+        registration_record: get(row, "registration_record")?,
+        public_id_key: get(row, "public_id_key")?,
+        public_signing_key: get(row, "public_signing_key")?,
+        key_bundle: get(row, "key_bundle")?,
+        created_at: from_ms(get(row, "created_at")?),
+        last_seen: get::<Option<i64>>(row, "last_seen")?.map(from_ms),
+    })
+}
+
+/// Reads a message whose columns carry `prefix` (see [`sql::message_columns`]).
+fn message_from_row(row: &SqliteRow, prefix: &str) -> Result<Message> {
+    let c = |name: &str| format!("{prefix}{name}");
+    let status: String = get(row, &c("status"))?;
+    Ok(Message {
+        id: uuid_col(row, &c("id"))?,
+        chat_id: uuid_col(row, &c("chat_id"))?,
+        sender: uuid_col(row, &c("sender_id"))?,
+        receiver: uuid_col(row, &c("receiver_id"))?,
+        cipher: get::<Vec<u8>>(row, &c("cipher"))?.into(),
+        iv: get::<Vec<u8>>(row, &c("iv"))?.into(),
+        signature: get::<Vec<u8>>(row, &c("signature"))?.into(),
+        sender_public_id_key: get::<Vec<u8>>(row, &c("sender_public_id_key"))?.into(),
+        sender_public_signing_key: get::<Vec<u8>>(row, &c("sender_public_signing_key"))?.into(),
+        receiver_public_id_key: get::<Vec<u8>>(row, &c("receiver_public_id_key"))?.into(),
+        sequence_number: get(row, &c("seq"))?,
+        delivery_status: DeliveryStatus::parse(&status)
+            .ok_or_else(|| StoreError::Backend(format!("bad status {status:?}")))?,
+        client_timestamp: from_ms(get(row, &c("client_timestamp"))?),
+        temp_message_id: get(row, &c("temp_message_id"))?,
+        created_at: from_ms(get(row, &c("created_at"))?),
+        delivered_at: get::<Option<i64>>(row, &c("delivered_at"))?.map(from_ms),
+        read_at: get::<Option<i64>>(row, &c("read_at"))?.map(from_ms),
+    })
+}
+
+/// Reads a row of [`sql::CHAT_SELECT`].
+fn chat_from_row(row: &SqliteRow) -> Result<Chat> {
+    let last_message = match get::<Option<String>>(row, "m_id")? {
+        Some(_) => Some(message_from_row(row, "m_")?),
+        None => None,
+    };
+    let next_seq: i64 = get(row, "next_seq")?;
+    Ok(Chat {
+        id: uuid_col(row, "chat_id")?,
+        other_user: PublicUser {
+            id: uuid_col(row, "u_id")?,
+            username: get(row, "u_username")?,
+            display_name: get(row, "u_display_name")?,
+            public_id_key: get::<Vec<u8>>(row, "u_public_id_key")?.into(),
+            public_signing_key: get::<Vec<u8>>(row, "u_public_signing_key")?.into(),
+            last_seen: get::<Option<i64>>(row, "u_last_seen")?.map(from_ms),
+        },
+        last_message,
+        unread_count: get(row, "unread_count")?,
+        last_sequence: next_seq - 1,
+        created_at: from_ms(get(row, "c_created_at")?),
+        updated_at: from_ms(get(row, "last_activity")?),
+    })
+}
+
+fn public_user_from_row(row: &SqliteRow) -> Result<PublicUser> {
+    Ok(PublicUser {
+        id: uuid_col(row, "id")?,
+        username: get(row, "username")?,
+        display_name: get(row, "display_name")?,
+        public_id_key: get::<Vec<u8>>(row, "public_id_key")?.into(),
+        public_signing_key: get::<Vec<u8>>(row, "public_signing_key")?.into(),
+        last_seen: get::<Option<i64>>(row, "last_seen")?.map(from_ms),
+    })
+}
+
+/// Appends one entry to a user's change feed inside the caller's transaction.
+async fn push_change(
+    tx: &mut Transaction<'_, Sqlite>,
+    user: Uuid,
+    kind: &str,
+    chat: Uuid,
+    message: Option<Uuid>,
+    actor: Option<Uuid>,
+    up_to: Option<i64>,
+    at: OffsetDateTime,
+) -> Result<()> {
+    let seq: i64 = sqlx::query_scalar(sql::BUMP_CHANGE_SEQ)
+        .bind(user.to_string())
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(backend_err)?;
+    sqlx::query(sql::INSERT_CHANGE)
+        .bind(user.to_string())
+        .bind(seq)
+        .bind(kind)
+        .bind(chat.to_string())
+        .bind(message.map(|m| m.to_string()))
+        .bind(actor.map(|a| a.to_string()))
+        .bind(up_to)
+        .bind(to_ms(at))
+        .execute(&mut **tx)
+        .await
+        .map_err(backend_err)?;
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database and runs the migrations.
+    pub async fn open(config: &SqliteConfig) -> Result<Self> {
+        let opts = SqliteConnectOptions::from_str(&config.url)
+            .map_err(backend_err)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(match config.durability {
+                Durability::Full => SqliteSynchronous::Full,
+                Durability::Normal => SqliteSynchronous::Normal,
+            })
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(config.acquire_timeout)
+            .connect_with(opts.clone())
+            .await
+            .map_err(backend_err)?;
+        sqlx::migrate!("./migrations")
+            .run(&writer)
+            .await
+            .map_err(|e| StoreError::Backend(format!("migration failed: {e}")))?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(config.read_connections.max(1))
+            .acquire_timeout(config.acquire_timeout)
+            .connect_with(opts.read_only(true))
+            .await
+            .map_err(backend_err)?;
+        Ok(SqliteStore { writer, reader })
+    }
+
+    /// The read pool, for tests and tools that inspect the database (query plans).
+    pub fn read_pool(&self) -> &SqlitePool {
+        &self.reader
+    }
+
+    /// Closes both pools, waiting for connections to return.
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Sqlite>> {
+        self.writer.begin().await.map_err(backend_err)
+    }
+
+    async fn chat_rows(
+        &self,
+        me: Uuid,
+        filter: &str,
+        binds: Vec<String>,
+        limit: u32,
+    ) -> Result<Vec<Chat>> {
+        let query = format!(
+            "{} WHERE me.user_id = ?1 {filter} ORDER BY me.last_activity DESC, me.chat_id DESC LIMIT {limit}",
+            sql::CHAT_SELECT.as_str()
+        );
+        let mut q = sqlx::query(AssertSqlSafe(query)).bind(me.to_string());
+        for b in binds {
+            q = q.bind(b);
+        }
+        let rows = q.fetch_all(&self.reader).await.map_err(backend_err)?;
+        rows.iter().map(chat_from_row).collect()
+    }
+
+    async fn is_member(&self, me: Uuid, chat: Uuid) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar(sql::IS_MEMBER)
+            .bind(chat.to_string())
+            .bind(me.to_string())
+            .fetch_one(&self.reader)
+            .await
+            .map_err(backend_err)?;
+        Ok(n > 0)
+    }
+
+    async fn messages_by_ids(&self, ids: &[String]) -> Result<Vec<Message>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders = vec!["?"; ids.len()].join(",");
+        let query = format!(
+            "SELECT {} FROM messages m WHERE m.id IN ({placeholders})",
+            sql::message_columns("m", "")
+        );
+        let mut q = sqlx::query(AssertSqlSafe(query));
+        for id in ids {
+            q = q.bind(id);
+        }
+        let rows = q.fetch_all(&self.reader).await.map_err(backend_err)?;
+        rows.iter().map(|r| message_from_row(r, "")).collect()
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn ping(&self) -> Result<()> {
+        let _t = Timer::start("ping");
+        sqlx::query("SELECT 1")
+            .execute(&self.reader)
+            .await
+            .map_err(backend_err)?;
+        Ok(())
+    }
+
+    async fn create_user(&self, u: NewUser) -> Result<UserRecord> {
+        let _t = Timer::start("create_user");
+        let res = sqlx::query(sql::INSERT_USER)
+            .bind(u.id.to_string())
+            .bind(&u.username)
+            .bind(u.username.to_lowercase())
+            .bind(&u.email)
+            .bind(&u.display_name)
+            .bind(&u.registration_record)
+            .bind(&u.public_id_key)
+            .bind(&u.public_signing_key)
+            .bind(&u.key_bundle)
+            .bind(to_ms(u.created_at))
+            .execute(&self.writer)
+            .await;
+        match res {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => {
+                let what = if e.to_string().contains("email") {
+                    "email"
+                } else {
+                    "username"
+                };
+                return Err(StoreError::Conflict(what));
+            }
+            Err(e) => return Err(backend_err(e)),
+        }
+        Ok(UserRecord {
+            id: u.id,
+            username: u.username,
+            email: u.email,
+            display_name: u.display_name,
+            registration_record: u.registration_record,
+            public_id_key: u.public_id_key,
+            public_signing_key: u.public_signing_key,
+            key_bundle: u.key_bundle,
+            created_at: u.created_at,
+            last_seen: None,
+        })
+    }
+
+    async fn user_by_username(&self, username: &str) -> Result<Option<UserRecord>> {
+        let _t = Timer::start("user_by_username");
+        let row = sqlx::query(sql::USER_BY_USERNAME)
+            .bind(username.to_lowercase())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend_err)?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn user_by_id(&self, id: Uuid) -> Result<Option<UserRecord>> {
+        let _t = Timer::start("user_by_id");
+        let row = sqlx::query(sql::USER_BY_ID)
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend_err)?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn list_users(&self, limit: u32, offset: u64) -> Result<Vec<UserRecord>> {
+        let _t = Timer::start("list_users");
+        let rows = sqlx::query("SELECT * FROM users ORDER BY username_lower LIMIT ?1 OFFSET ?2")
+            .bind(i64::from(limit))
+            .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(backend_err)?;
+        rows.iter().map(user_from_row).collect()
+    }
+
+    async fn rotate_keys(
+        &self,
+        user: Uuid,
+        public_id_key: Vec<u8>,
+        public_signing_key: Vec<u8>,
+        key_bundle: Vec<u8>,
+    ) -> Result<()> {
+        let _t = Timer::start("rotate_keys");
+        let done = sqlx::query(
+            "UPDATE users SET public_id_key = ?2, public_signing_key = ?3, key_bundle = ?4 WHERE id = ?1",
+        )
+        .bind(user.to_string())
+        .bind(public_id_key)
+        .bind(public_signing_key)
+        .bind(key_bundle)
+        .execute(&self.writer)
+        .await
+        .map_err(backend_err)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn contacts(
+        &self,
+        me: Uuid,
+        search: Option<&str>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<PublicUser>> {
+        let _t = Timer::start("contacts");
+        let pattern = search
+            .filter(|s| !s.is_empty())
+            .map(|s| format!("%{}%", like_escape(&s.to_lowercase())));
+        let rows = sqlx::query(sql::CONTACTS)
+            .bind(me.to_string())
+            .bind(after.unwrap_or(""))
+            .bind(pattern)
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(backend_err)?;
+        rows.iter().map(public_user_from_row).collect()
+    }
+
+    async fn set_last_seen(&self, user: Uuid, at: OffsetDateTime) -> Result<()> {
+        let _t = Timer::start("set_last_seen");
+        sqlx::query("UPDATE users SET last_seen = ?2 WHERE id = ?1")
+            .bind(user.to_string())
+            .bind(to_ms(at))
+            .execute(&self.writer)
+            .await
+            .map_err(backend_err)?;
+        Ok(())
+    }
+
+    async fn put_pending_login(&self, login: PendingLogin) -> Result<()> {
+        let _t = Timer::start("put_pending_login");
+        sqlx::query(
+            "INSERT INTO pending_logins (id, user_id, state, expires_at) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .bind(login.id.to_string())
+        .bind(login.user_id.map(|u| u.to_string()))
+        .bind(login.state)
+        .bind(to_ms(login.expires_at))
+        .execute(&self.writer)
+        .await
+        .map_err(backend_err)?;
+        Ok(())
+    }
+
+    async fn take_pending_login(
+        &self,
+        id: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<Option<PendingLogin>> {
+        let _t = Timer::start("take_pending_login");
+        let row = sqlx::query(
+            "DELETE FROM pending_logins WHERE id = ?1 RETURNING id, user_id, state, expires_at",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&self.writer)
+        .await
+        .map_err(backend_err)?;
+        let Some(row) = row else { return Ok(None) };
+        let login = PendingLogin {
+            id: uuid_col(&row, "id")?,
+            user_id: opt_uuid_col(&row, "user_id")?,
+            state: get(&row, "state")?,
+            expires_at: from_ms(get(&row, "expires_at")?),
+        };
+        Ok((login.expires_at > now).then_some(login))
+    }
+
+    async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64> {
+        let _t = Timer::start("purge_expired");
+        let now = to_ms(now);
+        let a = sqlx::query("DELETE FROM pending_logins WHERE expires_at <= ?1")
+            .bind(now)
+            .execute(&self.writer)
+            .await
+            .map_err(backend_err)?;
+        let b = sqlx::query("DELETE FROM refresh_tokens WHERE expires_at <= ?1")
+            .bind(now)
+            .execute(&self.writer)
+            .await
+            .map_err(backend_err)?;
+        Ok(a.rows_affected() + b.rows_affected())
+    }
+
+    async fn insert_refresh_token(&self, t: NewRefreshToken) -> Result<()> {
+        let _t = Timer::start("insert_refresh_token");
+        sqlx::query(sql::INSERT_REFRESH)
+            .bind(t.id.to_string())
+            .bind(t.user_id.to_string())
+            .bind(t.family_id.to_string())
+            .bind(t.token_hash.as_slice())
+            .bind(to_ms(t.created_at))
+            .bind(to_ms(t.expires_at))
+            .execute(&self.writer)
+            .await
+            .map_err(backend_err)?;
+        Ok(())
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        old: [u8; 32],
+        next: NewRefreshToken,
+        now: OffsetDateTime,
+    ) -> Result<RefreshCheck> {
+        let _t = Timer::start("rotate_refresh_token");
+        let now_ms = to_ms(now);
+        let mut tx = self.begin().await?;
+        // Spend the token only if it is live; the WHERE makes a concurrent second use fail.
+        let spent = sqlx::query(sql::SPEND_REFRESH)
+            .bind(old.as_slice())
+            .bind(now_ms)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend_err)?;
+        if let Some(row) = spent {
+            let user_id = uuid_col(&row, "user_id")?;
+            let family_id = uuid_col(&row, "family_id")?;
+            sqlx::query(sql::INSERT_REFRESH)
+                .bind(next.id.to_string())
+                .bind(user_id.to_string())
+                .bind(family_id.to_string())
+                .bind(next.token_hash.as_slice())
+                .bind(to_ms(next.created_at))
+                .bind(to_ms(next.expires_at))
+                .execute(&mut *tx)
+                .await
+                .map_err(backend_err)?;
+            tx.commit().await.map_err(backend_err)?;
+            return Ok(RefreshCheck::Valid { user_id, family_id });
+        }
+        let row = sqlx::query(sql::REFRESH_BY_HASH)
+            .bind(old.as_slice())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend_err)?;
+        let Some(row) = row else {
+            return Ok(RefreshCheck::Unknown);
+        };
+        let expires_at: i64 = get(&row, "expires_at")?;
+        let spent_or_revoked = get::<Option<i64>>(&row, "spent_at")?.is_some()
+            || get::<Option<i64>>(&row, "revoked_at")?.is_some();
+        if spent_or_revoked {
+            let user_id = uuid_col(&row, "user_id")?;
+            sqlx::query(sql::REVOKE_FAMILY)
+                .bind(get::<String>(&row, "family_id")?)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend_err)?;
+            tx.commit().await.map_err(backend_err)?;
+            return Ok(RefreshCheck::Reused { user_id });
+        }
+        debug_assert!(expires_at <= now_ms);
+        Ok(RefreshCheck::Expired)
+    }
+
+    async fn check_refresh_token(
+        &self,
+        hash: [u8; 32],
+        now: OffsetDateTime,
+    ) -> Result<RefreshCheck> {
+        let _t = Timer::start("check_refresh_token");
+        let row = sqlx::query(sql::REFRESH_BY_HASH)
+            .bind(hash.as_slice())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend_err)?;
+        let Some(row) = row else {
+            return Ok(RefreshCheck::Unknown);
+        };
+        let user_id = uuid_col(&row, "user_id")?;
+        if get::<Option<i64>>(&row, "spent_at")?.is_some()
+            || get::<Option<i64>>(&row, "revoked_at")?.is_some()
+        {
+            return Ok(RefreshCheck::Reused { user_id });
+        }
+        if get::<i64>(&row, "expires_at")? <= to_ms(now) {
+            return Ok(RefreshCheck::Expired);
+        }
+        Ok(RefreshCheck::Valid {
+            user_id,
+            family_id: uuid_col(&row, "family_id")?,
+        })
+    }
+
+    async fn revoke_refresh_family(&self, hash: [u8; 32], now: OffsetDateTime) -> Result<bool> {
+        let _t = Timer::start("revoke_refresh_family");
+        let mut tx = self.begin().await?;
+        let family: Option<String> =
+            sqlx::query_scalar("SELECT family_id FROM refresh_tokens WHERE token_hash = ?1")
+                .bind(hash.as_slice())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend_err)?;
+        let Some(family) = family else {
+            return Ok(false);
+        };
+        sqlx::query(sql::REVOKE_FAMILY)
+            .bind(family)
+            .bind(to_ms(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend_err)?;
+        tx.commit().await.map_err(backend_err)?;
+        Ok(true)
+    }
+
+    async fn create_or_get_chat(
+        &self,
+        me: Uuid,
+        other: Uuid,
+        new_id: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<ChatForUser> {
+        let _t = Timer::start("create_or_get_chat");
+        if me == other {
+            return Err(StoreError::NotFound);
+        }
+        let (low, high) = if me < other { (me, other) } else { (other, me) };
+        let now_ms = to_ms(now);
+        let mut tx = self.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO chats (id, user_low, user_high, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)
+             ON CONFLICT (user_low, user_high) DO NOTHING",
+        )
+        .bind(new_id.to_string())
+        .bind(low.to_string())
+        .bind(high.to_string())
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await;
+        let created = match inserted {
+            Ok(r) => r.rows_affected() == 1,
+            // The other user does not exist.
+            Err(sqlx::Error::Database(d)) if d.is_foreign_key_violation() => {
+                return Err(StoreError::NotFound);
+            }
+            Err(e) => return Err(backend_err(e)),
+        };
+        let chat_id = if created {
+            for (user, peer) in [(me, other), (other, me)] {
+                sqlx::query(
+                    "INSERT INTO chat_members (chat_id, user_id, other_id, last_activity) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .bind(new_id.to_string())
+                .bind(user.to_string())
+                .bind(peer.to_string())
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend_err)?;
+                push_change(&mut tx, user, "chat", new_id, None, Some(me), None, now).await?;
+            }
+            new_id
+        } else {
+            let id: String =
+                sqlx::query_scalar("SELECT id FROM chats WHERE user_low = ?1 AND user_high = ?2")
+                    .bind(low.to_string())
+                    .bind(high.to_string())
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(backend_err)?;
+            Uuid::parse_str(&id).map_err(|e| StoreError::Backend(e.to_string()))?
+        };
+        tx.commit().await.map_err(backend_err)?;
+        let chat = self.chat_for(me, chat_id).await?;
+        Ok(ChatForUser { chat, created })
+    }
+
+    async fn chat_for(&self, me: Uuid, chat: Uuid) -> Result<Chat> {
+        let _t = Timer::start("chat_for");
+        self.chat_rows(me, "AND me.chat_id = ?2", vec![chat.to_string()], 1)
+            .await?
+            .pop()
+            .ok_or(StoreError::NotFound)
+    }
+
+    async fn chat_members(&self, me: Uuid, chat: Uuid) -> Result<(Uuid, Uuid)> {
+        let _t = Timer::start("chat_members");
+        let other: Option<String> = sqlx::query_scalar(
+            "SELECT other_id FROM chat_members WHERE chat_id = ?1 AND user_id = ?2",
+        )
+        .bind(chat.to_string())
+        .bind(me.to_string())
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(backend_err)?;
+        let other = other.ok_or(StoreError::NotFound)?;
+        Ok((
+            me,
+            Uuid::parse_str(&other).map_err(|e| StoreError::Backend(e.to_string()))?,
+        ))
+    }
+
+    async fn list_chats(
+        &self,
+        me: Uuid,
+        after: Option<ChatCursor>,
+        limit: u32,
+    ) -> Result<Vec<Chat>> {
+        let _t = Timer::start("list_chats");
+        match after {
+            None => self.chat_rows(me, "", vec![], limit).await,
+            Some(c) => {
+                self.chat_rows(
+                    me,
+                    "AND (me.last_activity, me.chat_id) < (CAST(?2 AS INTEGER), ?3)",
+                    vec![c.activity_ms.to_string(), c.chat_id.to_string()],
+                    limit,
+                )
+                .await
+            }
+        }
+    }
+
+    async fn send_message(&self, m: NewMessage, count_unread: bool) -> Result<Sent> {
+        let _t = Timer::start("send_message");
+        let mut tx = self.begin().await?;
+        // A repeat of (sender, tempMessageId) returns the first message, whenever it comes.
+        let existing = sqlx::query(sql::MESSAGE_BY_TEMP_ID.as_str())
+            .bind(m.sender.to_string())
+            .bind(&m.temp_message_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend_err)?;
+        if let Some(row) = existing {
+            let message = message_from_row(&row, "")?;
+            if message.chat_id != m.chat_id {
+                // Same idempotency key reused for another chat: refuse rather than mislead.
+                return Err(StoreError::Conflict("tempMessageId"));
+            }
+            return Ok(Sent {
+                message,
+                duplicate: true,
+            });
+        }
+        let other: Option<String> = sqlx::query_scalar(
+            "SELECT other_id FROM chat_members WHERE chat_id = ?1 AND user_id = ?2",
+        )
+        .bind(m.chat_id.to_string())
+        .bind(m.sender.to_string())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend_err)?;
+        match other {
+            None => return Err(StoreError::NotFound),
+            Some(o) if o != m.receiver.to_string() => return Err(StoreError::WrongReceiver),
+            Some(_) => {}
+        }
+        let now_ms = to_ms(m.created_at);
+        let seq: i64 = sqlx::query_scalar(sql::NEXT_SEQ)
+            .bind(m.chat_id.to_string())
+            .bind(now_ms)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(backend_err)?;
+        sqlx::query(sql::INSERT_MESSAGE)
+            .bind(m.id.to_string())
+            .bind(m.chat_id.to_string())
+            .bind(seq)
+            .bind(m.sender.to_string())
+            .bind(m.receiver.to_string())
+            .bind(&m.cipher)
+            .bind(&m.iv)
+            .bind(&m.signature)
+            .bind(&m.sender_public_id_key)
+            .bind(&m.sender_public_signing_key)
+            .bind(&m.receiver_public_id_key)
+            .bind(to_ms(m.client_timestamp))
+            .bind(&m.temp_message_id)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend_err)?;
+        sqlx::query(sql::TOUCH_MEMBERS)
+            .bind(m.chat_id.to_string())
+            .bind(now_ms)
+            .bind(m.receiver.to_string())
+            .bind(count_unread)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend_err)?;
+        for user in [m.sender, m.receiver] {
+            push_change(
+                &mut tx,
+                user,
+                "message",
+                m.chat_id,
+                Some(m.id),
+                Some(m.sender),
+                Some(seq),
+                m.created_at,
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(backend_err)?;
+        let message = Message {
+            id: m.id,
+            chat_id: m.chat_id,
+            sender: m.sender,
+            receiver: m.receiver,
+            cipher: m.cipher.into(),
+            iv: m.iv.into(),
+            signature: m.signature.into(),
+            sender_public_id_key: m.sender_public_id_key.into(),
+            sender_public_signing_key: m.sender_public_signing_key.into(),
+            receiver_public_id_key: m.receiver_public_id_key.into(),
+            sequence_number: seq,
+            delivery_status: DeliveryStatus::Sent,
+            client_timestamp: m.client_timestamp,
+            temp_message_id: m.temp_message_id,
+            created_at: m.created_at,
+            delivered_at: None,
+            read_at: None,
+        };
+        Ok(Sent {
+            message,
+            duplicate: false,
+        })
+    }
+
+    async fn messages_before(
+        &self,
+        me: Uuid,
+        chat: Uuid,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Message>> {
+        let _t = Timer::start("messages_before");
+        if !self.is_member(me, chat).await? {
+            return Err(StoreError::NotFound);
+        }
+        let rows = sqlx::query(sql::HISTORY.as_str())
+            .bind(chat.to_string())
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(backend_err)?;
+        let mut out = rows
+            .iter()
+            .map(|r| message_from_row(r, ""))
+            .collect::<Result<Vec<_>>>()?;
+        out.reverse();
+        Ok(out)
+    }
+
+    async fn messages_since(
+        &self,
+        me: Uuid,
+        chat: Uuid,
+        since: i64,
+        limit: u32,
+    ) -> Result<Vec<Message>> {
+        let _t = Timer::start("messages_since");
+        if !self.is_member(me, chat).await? {
+            return Err(StoreError::NotFound);
+        }
+        let rows = sqlx::query(sql::SINCE.as_str())
+            .bind(chat.to_string())
+            .bind(since)
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(backend_err)?;
+        rows.iter().map(|r| message_from_row(r, "")).collect()
+    }
+
+    async fn message_for(&self, me: Uuid, id: Uuid) -> Result<Message> {
+        let _t = Timer::start("message_for");
+        let msg = self
+            .messages_by_ids(&[id.to_string()])
+            .await?
+            .pop()
+            .ok_or(StoreError::NotFound)?;
+        if msg.sender != me && msg.receiver != me {
+            return Err(StoreError::NotFound);
+        }
+        Ok(msg)
+    }
+
+    async fn mark_delivered(
+        &self,
+        me: Uuid,
+        message: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<DeliveredReceipt> {
+        let _t = Timer::start("mark_delivered");
+        let mut tx = self.begin().await?;
+        let changed = sqlx::query(sql::MARK_DELIVERED)
+            .bind(message.to_string())
+            .bind(me.to_string())
+            .bind(to_ms(now))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend_err)?;
+        if let Some(row) = changed {
+            let chat_id = uuid_col(&row, "chat_id")?;
+            let seq: i64 = get(&row, "seq")?;
+            let sender = uuid_col(&row, "sender_id")?;
+            push_change(
+                &mut tx,
+                sender,
+                "delivered",
+                chat_id,
+                Some(message),
+                Some(me),
+                Some(seq),
+                now,
+            )
+            .await?;
+            tx.commit().await.map_err(backend_err)?;
+            return Ok(DeliveredReceipt {
+                message_id: message,
+                chat_id,
+                sequence_number: seq,
+                delivered_at: now,
+                changed: true,
+            });
+        }
+        drop(tx);
+        // Not changed: either not the receiver's message (not found) or already delivered.
+        let msg = self.message_for(me, message).await?;
+        if msg.receiver != me {
+            return Err(StoreError::NotFound);
+        }
+        Ok(DeliveredReceipt {
+            message_id: message,
+            chat_id: msg.chat_id,
+            sequence_number: msg.sequence_number,
+            delivered_at: msg.delivered_at.or(msg.read_at).unwrap_or(msg.created_at),
+            changed: false,
+        })
+    }
+
+    async fn mark_read(
+        &self,
+        me: Uuid,
+        chat: Uuid,
+        up_to: i64,
+        now: OffsetDateTime,
+    ) -> Result<ReadReceipt> {
+        let _t = Timer::start("mark_read");
+        let now_ms = to_ms(now);
+        let mut tx = self.begin().await?;
+        let other: Option<String> = sqlx::query_scalar(
+            "SELECT other_id FROM chat_members WHERE chat_id = ?1 AND user_id = ?2",
+        )
+        .bind(chat.to_string())
+        .bind(me.to_string())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend_err)?;
+        let other = other.ok_or(StoreError::NotFound)?;
+        let marked = sqlx::query(sql::MARK_READ)
+            .bind(chat.to_string())
+            .bind(me.to_string())
+            .bind(up_to)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend_err)?
+            .rows_affected();
+        let unread: i64 = sqlx::query_scalar(sql::RECOUNT_UNREAD)
+            .bind(chat.to_string())
+            .bind(me.to_string())
+            .bind(up_to)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(backend_err)?;
+        if marked > 0 {
+            let other = Uuid::parse_str(&other).map_err(|e| StoreError::Backend(e.to_string()))?;
+            for user in [other, me] {
+                push_change(
+                    &mut tx,
+                    user,
+                    "read",
+                    chat,
+                    None,
+                    Some(me),
+                    Some(up_to),
+                    now,
+                )
+                .await?;
+            }
+        }
+        tx.commit().await.map_err(backend_err)?;
+        Ok(ReadReceipt {
+            chat_id: chat,
+            up_to_sequence: up_to,
+            read_at: now,
+            marked: i64::try_from(marked).unwrap_or(i64::MAX),
+            unread_count: unread,
+        })
+    }
+
+    async fn changes_since(&self, me: Uuid, since: i64, limit: u32) -> Result<Vec<Change>> {
+        let _t = Timer::start("changes_since");
+        let rows = sqlx::query(sql::FEED)
+            .bind(me.to_string())
+            .bind(since)
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(backend_err)?;
+        let mut message_ids = Vec::new();
+        let mut chat_ids = Vec::new();
+        for row in &rows {
+            let kind: String = get(row, "kind")?;
+            match kind.as_str() {
+                "message" => message_ids.push(get::<String>(row, "message_id")?),
+                "chat" => chat_ids.push(get::<String>(row, "chat_id")?),
+                _ => {}
+            }
+        }
+        // Two more queries at most, whatever the number of changes.
+        let messages = self.messages_by_ids(&message_ids).await?;
+        let chats = if chat_ids.is_empty() {
+            Vec::new()
+        } else {
+            let placeholders = (0..chat_ids.len())
+                .map(|i| format!("?{}", i + 2))
+                .collect::<Vec<_>>()
+                .join(",");
+            self.chat_rows(
+                me,
+                &format!("AND me.chat_id IN ({placeholders})"),
+                chat_ids,
+                PAGE_ALL,
+            )
+            .await?
+        };
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let cursor: i64 = get(row, "seq")?;
+            let kind: String = get(row, "kind")?;
+            let chat_id = uuid_col(row, "chat_id")?;
+            let at = from_ms(get(row, "at")?);
+            match kind.as_str() {
+                "message" => {
+                    let id = opt_uuid_col(row, "message_id")?;
+                    if let Some(message) = messages.iter().find(|m| Some(m.id) == id) {
+                        out.push(Change::Message {
+                            cursor,
+                            message: message.clone(),
+                        });
+                    }
+                }
+                "delivered" => out.push(Change::Delivered {
+                    cursor,
+                    chat_id,
+                    message_id: opt_uuid_col(row, "message_id")?.unwrap_or_default(),
+                    sequence_number: get::<Option<i64>>(row, "up_to_seq")?.unwrap_or_default(),
+                    delivered_at: at,
+                }),
+                "read" => out.push(Change::Read {
+                    cursor,
+                    chat_id,
+                    reader: opt_uuid_col(row, "actor_id")?.unwrap_or_default(),
+                    up_to_sequence: get::<Option<i64>>(row, "up_to_seq")?.unwrap_or_default(),
+                    read_at: at,
+                }),
+                "chat" => {
+                    if let Some(chat) = chats.iter().find(|c| c.id == chat_id) {
+                        out.push(Change::Chat {
+                            cursor,
+                            chat: Box::new(chat.clone()),
+                        });
+                    }
+                }
+                other => {
+                    return Err(StoreError::Backend(format!(
+                        "unknown change kind {other:?}"
+                    )));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// No page is larger than this; used where the ids already bound the rows.
+const PAGE_ALL: u32 = 10_000;

@@ -1,0 +1,158 @@
+//! The statements the store runs. Kept here so the query-plan tests check the same text.
+
+use std::sync::LazyLock;
+
+/// The message columns of table alias `t`, each renamed `{prefix}{column}`.
+pub fn message_columns(t: &str, prefix: &str) -> String {
+    [
+        "id",
+        "chat_id",
+        "seq",
+        "sender_id",
+        "receiver_id",
+        "cipher",
+        "iv",
+        "signature",
+        "sender_public_id_key",
+        "sender_public_signing_key",
+        "receiver_public_id_key",
+        "client_timestamp",
+        "temp_message_id",
+        "status",
+        "created_at",
+        "delivered_at",
+        "read_at",
+    ]
+    .iter()
+    .map(|c| format!("{t}.{c} AS {prefix}{c}"))
+    .collect::<Vec<_>>()
+    .join(", ")
+}
+
+pub const INSERT_USER: &str = "INSERT INTO users (id, username, username_lower, email, display_name, \
+     registration_record, public_id_key, public_signing_key, key_bundle, created_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+
+pub const USER_BY_USERNAME: &str = "SELECT * FROM users WHERE username_lower = ?1";
+pub const USER_BY_ID: &str = "SELECT * FROM users WHERE id = ?1";
+
+/// Other users in username order after a cursor, optionally filtered by a LIKE pattern.
+pub const CONTACTS: &str = "SELECT id, username, display_name, public_id_key, public_signing_key, last_seen \
+     FROM users \
+     WHERE username_lower > ?2 AND id <> ?1 \
+       AND (?3 IS NULL OR username_lower LIKE ?3 ESCAPE '\\' OR lower(coalesce(display_name, '')) LIKE ?3 ESCAPE '\\') \
+     ORDER BY username_lower LIMIT ?4";
+
+pub const INSERT_REFRESH: &str = "INSERT INTO refresh_tokens (id, user_id, family_id, token_hash, created_at, expires_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+
+/// Spends a live refresh token; returns nothing if it is spent, revoked, expired or unknown.
+pub const SPEND_REFRESH: &str = "UPDATE refresh_tokens SET spent_at = ?2 \
+     WHERE token_hash = ?1 AND spent_at IS NULL AND revoked_at IS NULL AND expires_at > ?2 \
+     RETURNING user_id, family_id";
+
+pub const REFRESH_BY_HASH: &str = "SELECT user_id, family_id, expires_at, spent_at, revoked_at \
+     FROM refresh_tokens WHERE token_hash = ?1";
+
+pub const REVOKE_FAMILY: &str =
+    "UPDATE refresh_tokens SET revoked_at = ?2 WHERE family_id = ?1 AND revoked_at IS NULL";
+
+pub const IS_MEMBER: &str = "SELECT count(*) FROM chat_members WHERE chat_id = ?1 AND user_id = ?2";
+
+/// A user's chats with the other member and the last message, in one statement. Callers
+/// append `WHERE me.user_id = ?1 ...`.
+pub static CHAT_SELECT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT me.chat_id AS chat_id, me.unread_count AS unread_count, me.last_activity AS last_activity, \
+                c.created_at AS c_created_at, c.next_seq AS next_seq, \
+                u.id AS u_id, u.username AS u_username, u.display_name AS u_display_name, \
+                u.public_id_key AS u_public_id_key, u.public_signing_key AS u_public_signing_key, \
+                u.last_seen AS u_last_seen, {} \
+         FROM chat_members me \
+         JOIN chats c ON c.id = me.chat_id \
+         JOIN users u ON u.id = me.other_id \
+         LEFT JOIN messages m ON m.chat_id = me.chat_id AND m.seq = c.next_seq - 1",
+        message_columns("m", "m_")
+    )
+});
+
+/// The first page of a chat list, as `list_chats` runs it.
+pub static CHAT_LIST: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{} WHERE me.user_id = ?1 ORDER BY me.last_activity DESC, me.chat_id DESC LIMIT 50",
+        CHAT_SELECT.as_str()
+    )
+});
+
+pub static MESSAGE_BY_TEMP_ID: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM messages m WHERE m.sender_id = ?1 AND m.temp_message_id = ?2",
+        message_columns("m", "")
+    )
+});
+
+/// Assigns the chat's next sequence number atomically and records the activity.
+pub const NEXT_SEQ: &str = "UPDATE chats SET next_seq = next_seq + 1, updated_at = ?2 WHERE id = ?1 RETURNING next_seq - 1";
+
+pub const INSERT_MESSAGE: &str = "INSERT INTO messages (id, chat_id, seq, sender_id, receiver_id, cipher, iv, signature, \
+     sender_public_id_key, sender_public_signing_key, receiver_public_id_key, client_timestamp, temp_message_id, created_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
+
+/// Moves both members' activity and counts the message as unread for the receiver.
+pub const TOUCH_MEMBERS: &str = "UPDATE chat_members SET last_activity = ?2, \
+     unread_count = unread_count + (CASE WHEN user_id = ?3 AND ?4 THEN 1 ELSE 0 END) \
+     WHERE chat_id = ?1";
+
+pub static HISTORY: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM messages m WHERE m.chat_id = ?1 AND m.seq < ?2 ORDER BY m.seq DESC LIMIT ?3",
+        message_columns("m", "")
+    )
+});
+
+pub static SINCE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM messages m WHERE m.chat_id = ?1 AND m.seq > ?2 ORDER BY m.seq ASC LIMIT ?3",
+        message_columns("m", "")
+    )
+});
+
+pub const MARK_DELIVERED: &str = "UPDATE messages SET status = 'delivered', delivered_at = ?3 \
+     WHERE id = ?1 AND receiver_id = ?2 AND status = 'sent' RETURNING chat_id, seq, sender_id";
+
+pub const MARK_READ: &str = "UPDATE messages SET status = 'read', read_at = ?4, delivered_at = coalesce(delivered_at, ?4) \
+     WHERE chat_id = ?1 AND receiver_id = ?2 AND seq <= ?3 AND status <> 'read'";
+
+/// Sets the reader's unread count from the messages themselves, in the same transaction.
+pub const RECOUNT_UNREAD: &str = "UPDATE chat_members SET \
+     unread_count = (SELECT count(*) FROM messages WHERE chat_id = ?1 AND receiver_id = ?2 AND status <> 'read'), \
+     last_read_seq = max(last_read_seq, ?3) \
+     WHERE chat_id = ?1 AND user_id = ?2 RETURNING unread_count";
+
+pub const BUMP_CHANGE_SEQ: &str =
+    "UPDATE users SET change_seq = change_seq + 1 WHERE id = ?1 RETURNING change_seq";
+
+pub const INSERT_CHANGE: &str = "INSERT INTO user_changes (user_id, seq, kind, chat_id, message_id, actor_id, up_to_seq, at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
+pub const FEED: &str = "SELECT seq, kind, chat_id, message_id, actor_id, up_to_seq, at FROM user_changes \
+     WHERE user_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3";
+
+/// The statements whose plans must use an index, by name (see tests/query_plans.rs).
+pub fn hot_queries() -> Vec<(&'static str, String)> {
+    vec![
+        ("user_by_username", USER_BY_USERNAME.to_owned()),
+        ("refresh_by_hash", REFRESH_BY_HASH.to_owned()),
+        ("spend_refresh", SPEND_REFRESH.to_owned()),
+        ("chat_list", CHAT_LIST.clone()),
+        ("message_by_temp_id", MESSAGE_BY_TEMP_ID.clone()),
+        ("history", HISTORY.clone()),
+        ("since", SINCE.clone()),
+        ("mark_read", MARK_READ.to_owned()),
+        ("recount_unread", RECOUNT_UNREAD.to_owned()),
+        ("mark_delivered", MARK_DELIVERED.to_owned()),
+        ("feed", FEED.to_owned()),
+        ("is_member", IS_MEMBER.to_owned()),
+        ("contacts", CONTACTS.to_owned()),
+    ]
+}
