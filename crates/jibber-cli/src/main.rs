@@ -203,8 +203,8 @@ async fn list_users(settings: Settings) -> anyhow::Result<()> {
     let mut offset = 0u64;
     let mut total = 0usize;
     println!(
-        "{:<32}  {:<36}  {:<20}  {}",
-        "USERNAME", "ID", "CREATED", "LAST SEEN"
+        "{:<32}  {:<36}  {:<20}  LAST SEEN",
+        "USERNAME", "ID", "CREATED"
     );
     loop {
         let page = store.list_users(500, offset).await?;

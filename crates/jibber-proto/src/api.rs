@@ -339,7 +339,7 @@ pub struct ReadReceipt {
 pub enum Change {
     /// A new message in one of the caller's chats (sent or received).
     #[serde(rename_all = "camelCase")]
-    Message { cursor: i64, message: Message },
+    Message { cursor: i64, message: Box<Message> },
     /// A message the caller sent reached a device of its receiver.
     #[serde(rename_all = "camelCase")]
     Delivered {

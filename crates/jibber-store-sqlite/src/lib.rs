@@ -203,17 +203,34 @@ fn public_user_from_row(row: &SqliteRow) -> Result<PublicUser> {
     })
 }
 
-/// Appends one entry to a user's change feed inside the caller's transaction.
-async fn push_change(
-    tx: &mut Transaction<'_, Sqlite>,
-    user: Uuid,
-    kind: &str,
+/// One entry of a user's change feed.
+#[derive(Clone, Copy)]
+struct FeedEntry {
+    kind: &'static str,
     chat: Uuid,
     message: Option<Uuid>,
     actor: Option<Uuid>,
     up_to: Option<i64>,
     at: OffsetDateTime,
-) -> Result<()> {
+}
+
+/// Appends `e` to the feeds of `users` inside the caller's transaction.
+async fn push_change(tx: &mut Transaction<'_, Sqlite>, users: &[Uuid], e: FeedEntry) -> Result<()> {
+    for user in users {
+        push_one(tx, *user, &e).await?;
+    }
+    Ok(())
+}
+
+async fn push_one(tx: &mut Transaction<'_, Sqlite>, user: Uuid, e: &FeedEntry) -> Result<()> {
+    let FeedEntry {
+        kind,
+        chat,
+        message,
+        actor,
+        up_to,
+        at,
+    } = *e;
     let seq: i64 = sqlx::query_scalar(sql::BUMP_CHANGE_SEQ)
         .bind(user.to_string())
         .fetch_one(&mut **tx)
@@ -694,8 +711,16 @@ impl Store for SqliteStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(backend_err)?;
-                push_change(&mut tx, user, "chat", new_id, None, Some(me), None, now).await?;
             }
+            let entry = FeedEntry {
+                kind: "chat",
+                chat: new_id,
+                message: None,
+                actor: Some(me),
+                up_to: None,
+                at: now,
+            };
+            push_change(&mut tx, &[me, other], entry).await?;
             new_id
         } else {
             let id: String =
@@ -825,19 +850,15 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(backend_err)?;
-        for user in [m.sender, m.receiver] {
-            push_change(
-                &mut tx,
-                user,
-                "message",
-                m.chat_id,
-                Some(m.id),
-                Some(m.sender),
-                Some(seq),
-                m.created_at,
-            )
-            .await?;
-        }
+        let entry = FeedEntry {
+            kind: "message",
+            chat: m.chat_id,
+            message: Some(m.id),
+            actor: Some(m.sender),
+            up_to: Some(seq),
+            at: m.created_at,
+        };
+        push_change(&mut tx, &[m.sender, m.receiver], entry).await?;
         tx.commit().await.map_err(backend_err)?;
         let message = Message {
             id: m.id,
@@ -943,17 +964,15 @@ impl Store for SqliteStore {
             let chat_id = uuid_col(&row, "chat_id")?;
             let seq: i64 = get(&row, "seq")?;
             let sender = uuid_col(&row, "sender_id")?;
-            push_change(
-                &mut tx,
-                sender,
-                "delivered",
-                chat_id,
-                Some(message),
-                Some(me),
-                Some(seq),
-                now,
-            )
-            .await?;
+            let entry = FeedEntry {
+                kind: "delivered",
+                chat: chat_id,
+                message: Some(message),
+                actor: Some(me),
+                up_to: Some(seq),
+                at: now,
+            };
+            push_change(&mut tx, &[sender], entry).await?;
             tx.commit().await.map_err(backend_err)?;
             return Ok(DeliveredReceipt {
                 message_id: message,
@@ -1015,19 +1034,15 @@ impl Store for SqliteStore {
             .map_err(backend_err)?;
         if marked > 0 {
             let other = Uuid::parse_str(&other).map_err(|e| StoreError::Backend(e.to_string()))?;
-            for user in [other, me] {
-                push_change(
-                    &mut tx,
-                    user,
-                    "read",
-                    chat,
-                    None,
-                    Some(me),
-                    Some(up_to),
-                    now,
-                )
-                .await?;
-            }
+            let entry = FeedEntry {
+                kind: "read",
+                chat,
+                message: None,
+                actor: Some(me),
+                up_to: Some(up_to),
+                at: now,
+            };
+            push_change(&mut tx, &[other, me], entry).await?;
         }
         tx.commit().await.map_err(backend_err)?;
         Ok(ReadReceipt {
@@ -1087,7 +1102,7 @@ impl Store for SqliteStore {
                     if let Some(message) = messages.iter().find(|m| Some(m.id) == id) {
                         out.push(Change::Message {
                             cursor,
-                            message: message.clone(),
+                            message: Box::new(message.clone()),
                         });
                     }
                 }

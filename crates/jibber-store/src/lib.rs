@@ -18,6 +18,8 @@ use jibber_proto::api::{Change, Chat, DeliveredReceipt, Message, PublicUser, Rea
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+#[cfg(feature = "testsuite")]
+pub mod testsuite;
 pub mod util;
 
 /// What a store operation can fail with.

@@ -1,0 +1,159 @@
+//! `jibber serve` as a newcomer runs it: the real binary in an empty directory.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+fn jibber() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_jibber"))
+}
+
+#[test]
+fn serve_in_an_empty_directory_answers_health_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = jibber()
+        .args(["serve", "--port", "0"])
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn jibber");
+    // Read the printed addresses on a thread, so a silent server fails by timeout.
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let port = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("jibber prints its address");
+        lines.push(line.clone());
+        if let Some(rest) = line.trim().strip_prefix("local:   http://localhost:") {
+            break rest.trim_end_matches('/').parse::<u16>().expect("port");
+        }
+    };
+    let network = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("network line");
+    assert!(network.trim().starts_with("network:"), "{network}");
+
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let status = rt.block_on(async {
+        let res = reqwest::get(format!("http://127.0.0.1:{port}/api/v1/health"))
+            .await
+            .expect("health");
+        let status = res.status();
+        let body: serde_json::Value = res.json().await.expect("json");
+        assert_eq!(
+            body["data"]["database"]["ok"],
+            serde_json::json!(true),
+            "{body}"
+        );
+        status
+    });
+    assert_eq!(status.as_u16(), 200);
+    // The data directory was created with its database and private secrets.
+    assert!(dir.path().join("jibber-data/jibber.db").exists());
+    assert!(dir.path().join("jibber-data/secrets/jwt_secret").exists());
+
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done_tx.send(child.wait());
+    });
+    let exit = done_rx
+        .recv_timeout(Duration::from_secs(15))
+        .expect("jibber exits within 15 s")
+        .expect("wait");
+    assert!(exit.success(), "exit status {exit:?}");
+}
+
+#[test]
+fn an_invalid_setting_stops_start_up_naming_every_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = jibber()
+        .args(["serve"])
+        .current_dir(dir.path())
+        .env("JIBBER_PORT", "http")
+        .env("JIBBER_ACCESS_TOKEN_TTL", "forever")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("port (from JIBBER_PORT)"), "{err}");
+    assert!(
+        err.contains("access_token_ttl (from JIBBER_ACCESS_TOKEN_TTL)"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("jibber-data").exists(),
+        "nothing is created before the settings are valid"
+    );
+}
+
+#[test]
+fn production_mode_refuses_to_start_without_secrets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = jibber()
+        .args(["serve", "--production"])
+        .current_dir(dir.path())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for key in ["jwt_secret", "opaque_server_setup", "cors_origins"] {
+        assert!(err.contains(key), "{key} not named in: {err}");
+    }
+}
+
+#[test]
+fn users_list_shows_accounts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = jibber()
+        .args(["users", "list"])
+        .current_dir(dir.path())
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 account(s)"));
+    // Add two accounts to the same database, then list again.
+    let settings = jibber_server::Settings::for_data_dir(&dir.path().join("jibber-data"));
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let store = jibber_server::open_store(&settings).await.expect("open");
+        for name in ["Zed", "amy"] {
+            jibber_store::testsuite::user(&store, name).await;
+        }
+        store.close().await;
+    });
+    let out = jibber()
+        .args(["users", "list"])
+        .current_dir(dir.path())
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("2 account(s)"), "{text}");
+    let amy = text.find("amy").expect("amy listed");
+    let zed = text.find("Zed").expect("Zed listed");
+    assert!(amy < zed, "sorted by username: {text}");
+}

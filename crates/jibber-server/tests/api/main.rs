@@ -1,0 +1,7 @@
+//! Integration tests: the real server on port 0 with a fresh SQLite database, driven over HTTP.
+
+mod auth;
+mod helpers;
+mod interop;
+mod messages;
+mod ops;
