@@ -184,3 +184,83 @@ async fn secrets_are_generated_once_and_private() {
     server.await.expect("join").expect("serve");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn production_hides_internals_and_enforces_cors() {
+    let setup = jibber_server::auth::opaque::new_server_setup();
+    let secret = jibber_server::auth::tokens::new_jwt_secret();
+    let app = crate::helpers::spawn_app_with(&[
+        ("mode", "production"),
+        ("jwt_secret", &secret),
+        ("opaque_server_setup", &setup),
+        ("cors_origins", "https://chat.example.com"),
+    ])
+    .await;
+    let u = app.user("prod").await;
+    // The login cookie is Secure in production.
+    let login = app
+        .login(&u.username, &format!("pw-{}", u.username))
+        .await
+        .expect("login");
+    let cookie = login.headers["set-cookie"].to_str().expect("ascii");
+    assert!(cookie.contains("Secure"), "{cookie}");
+    // Corrupt a row behind the server's back so that reading it is an internal error.
+    let url = format!("sqlite://{}", app.dir.path().join("jibber.db").display());
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+        .await
+        .expect("connect");
+    sqlx::query("INSERT INTO users (id, username, username_lower, registration_record, public_id_key, public_signing_key, key_bundle, created_at) VALUES ('not-a-uuid', 'zzz_broken', 'zzz_broken', x'00', x'00', x'00', x'00', 0)")
+        .execute(&mut conn)
+        .await
+        .expect("insert");
+    let r = app.get("/contacts", &u.access).await;
+    r.assert_error(500, "INTERNAL");
+    assert_eq!(r.message(), "Internal server error");
+    assert!(!r.body.to_string().contains("uuid"), "{}", r.body);
+    // CORS: the configured origin is allowed with credentials, a foreign one is not.
+    let preflight = |origin: &'static str| {
+        app.http
+            .request(reqwest::Method::OPTIONS, app.url("/chats"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type",
+            )
+            .send()
+    };
+    let ok = preflight("https://chat.example.com")
+        .await
+        .expect("preflight");
+    assert_eq!(
+        ok.headers()["access-control-allow-origin"],
+        "https://chat.example.com"
+    );
+    assert_eq!(ok.headers()["access-control-allow-credentials"], "true");
+    let foreign = preflight("https://evil.example").await.expect("preflight");
+    assert!(
+        foreign
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn development_shows_internal_detail() {
+    let app = spawn_app().await;
+    let u = app.user("dev").await;
+    let url = format!("sqlite://{}", app.dir.path().join("jibber.db").display());
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+        .await
+        .expect("connect");
+    sqlx::query("INSERT INTO users (id, username, username_lower, registration_record, public_id_key, public_signing_key, key_bundle, created_at) VALUES ('not-a-uuid', 'zzz_broken', 'zzz_broken', x'00', x'00', x'00', x'00', 0)")
+        .execute(&mut conn)
+        .await
+        .expect("insert");
+    let r = app.get("/contacts", &u.access).await;
+    r.assert_error(500, "INTERNAL");
+    assert!(r.message().contains("bad uuid"), "{}", r.body);
+    app.stop().await;
+}
