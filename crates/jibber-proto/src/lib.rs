@@ -13,6 +13,7 @@
 pub mod api;
 pub mod b64;
 pub mod error;
+pub mod events;
 
 pub use b64::B64;
 pub use error::{ErrorBody, ErrorCode, ErrorEnvelope};

@@ -102,6 +102,36 @@ pub const SPECS: &[Spec] = &[
         help: "Login and registration attempts per minute for one username.",
     },
     Spec {
+        key: "socket_ping_interval",
+        default: "25s",
+        help: "Socket.IO ping interval.",
+    },
+    Spec {
+        key: "socket_ping_timeout",
+        default: "60s",
+        help: "Socket.IO ping timeout: a client silent this long after a ping is disconnected.",
+    },
+    Spec {
+        key: "socket_max_payload",
+        default: "1048576",
+        help: "Largest Socket.IO packet accepted, in bytes (larger closes the connection); messages are also bound by `max_message_bytes`.",
+    },
+    Spec {
+        key: "socket_send_queue",
+        default: "128",
+        help: "Packets queued per socket before emits to it fail (a slow consumer); it is then told to resync from the database.",
+    },
+    Spec {
+        key: "socket_events_per_second",
+        default: "20",
+        help: "Socket events per second per user and event name (bursts of twice that); beyond it the event is answered RATE_LIMITED.",
+    },
+    Spec {
+        key: "typing_timeout",
+        default: "5s",
+        help: "A typing indicator not refreshed within this time stops by itself.",
+    },
+    Spec {
         key: "trust_proxy",
         default: "false",
         help: "Take the client address from `X-Forwarded-For` (only behind a proxy you run).",
@@ -173,6 +203,12 @@ pub struct Settings {
     pub max_message_bytes: usize,
     pub auth_rate_per_ip: u32,
     pub auth_rate_per_username: u32,
+    pub socket_ping_interval: Duration,
+    pub socket_ping_timeout: Duration,
+    pub socket_max_payload: u64,
+    pub socket_send_queue: usize,
+    pub socket_events_per_second: u32,
+    pub typing_timeout: Duration,
     pub trust_proxy: bool,
     pub cookie_secure: CookieSecure,
     pub request_timeout: Duration,
@@ -395,11 +431,25 @@ impl Settings {
             p.parse(
                 k,
                 |v| v.parse::<u32>().ok().filter(|n| *n >= 1),
-                "a whole number of attempts per minute, at least 1",
+                "a whole number, at least 1",
             )
         };
         let auth_rate_per_ip = rate(&mut p, "auth_rate_per_ip");
         let auth_rate_per_username = rate(&mut p, "auth_rate_per_username");
+        let socket_ping_interval = dur(&mut p, "socket_ping_interval");
+        let socket_ping_timeout = dur(&mut p, "socket_ping_timeout");
+        let typing_timeout = dur(&mut p, "typing_timeout");
+        let socket_max_payload = p.parse(
+            "socket_max_payload",
+            |v| v.parse::<u64>().ok().filter(|n| *n >= 1024),
+            "a number of bytes, at least 1024",
+        );
+        let socket_send_queue = p.parse(
+            "socket_send_queue",
+            |v| v.parse::<usize>().ok().filter(|n| (1..=65_536).contains(n)),
+            "a number of packets from 1 to 65536",
+        );
+        let socket_events_per_second = rate(&mut p, "socket_events_per_second");
         let trust_proxy = p.parse("trust_proxy", parse_bool, "true or false");
         let cookie_secure = p.parse(
             "cookie_secure",
@@ -486,6 +536,12 @@ impl Settings {
             max_message_bytes: max_message_bytes.expect("checked"),
             auth_rate_per_ip: auth_rate_per_ip.expect("checked"),
             auth_rate_per_username: auth_rate_per_username.expect("checked"),
+            socket_ping_interval: socket_ping_interval.expect("checked"),
+            socket_ping_timeout: socket_ping_timeout.expect("checked"),
+            socket_max_payload: socket_max_payload.expect("checked"),
+            socket_send_queue: socket_send_queue.expect("checked"),
+            socket_events_per_second: socket_events_per_second.expect("checked"),
+            typing_timeout: typing_timeout.expect("checked"),
             trust_proxy: trust_proxy.expect("checked"),
             cookie_secure: cookie_secure.expect("checked"),
             request_timeout: request_timeout.expect("checked"),

@@ -12,6 +12,7 @@
 //! - [`auth`]: OPAQUE, access/refresh tokens, rate limits on attempts.
 //! - [`service`]: message operations shared by REST and the realtime gateway.
 //! - [`http`]: routes, extractors and the request middleware.
+//! - [`realtime`]: the Socket.IO gateway.
 //! - [`telemetry`]: logs and metrics.
 
 use std::future::Future;
@@ -30,6 +31,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod realtime;
 pub mod secrets;
 pub mod service;
 pub mod state;
@@ -42,6 +44,7 @@ pub use state::AppState;
 pub struct App {
     pub state: AppState,
     store: Arc<SqliteStore>,
+    socket_layer: socketioxide::layer::SocketIoLayer,
 }
 
 /// Opens the store the settings name.
@@ -78,11 +81,13 @@ impl App {
             settings.auth_rate_per_ip,
             settings.auth_rate_per_username,
         );
+        let (socket_layer, realtime) = realtime::build(&settings);
         let state = AppState(Arc::new(state::Inner {
             store: store.clone() as Arc<dyn Store>,
             tokens,
             opaque,
             auth_limits,
+            realtime,
             metrics: telemetry::metrics_handle(),
             started: Instant::now(),
             shutting_down: AtomicBool::new(false),
@@ -90,12 +95,17 @@ impl App {
             socket_users: AtomicU64::new(0),
             settings,
         }));
-        Ok(App { state, store })
+        realtime::attach(&state);
+        Ok(App {
+            state,
+            store,
+            socket_layer,
+        })
     }
 
     /// The router, for in-process tests (`oneshot`).
     pub fn router(&self) -> axum::Router {
-        http::router(self.state.clone())
+        http::router(self.state.clone(), self.socket_layer.clone())
     }
 
     /// Serves on `listener` until `shutdown` completes, then drains in-flight requests (at most
@@ -106,7 +116,7 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let state = self.state.clone();
-        let router = http::router(state.clone());
+        let router = http::router(state.clone(), self.socket_layer.clone());
         let janitor = tokio::spawn(janitor(state.clone()));
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
         let flag = state.clone();
@@ -114,6 +124,7 @@ impl App {
             shutdown.await;
             flag.shutting_down.store(true, Ordering::Relaxed);
             tracing::info!("shutting down: no new connections, finishing requests in flight");
+            realtime::shutdown(&flag).await;
             let _ = drain_tx.send(());
         };
         let server = axum::serve(
@@ -161,6 +172,7 @@ async fn janitor(state: AppState) {
             Err(e) => tracing::warn!(error = %e, "purging expired rows failed"),
         }
         state.auth_limits.shrink();
+        state.realtime.shrink();
     }
 }
 

@@ -4,10 +4,12 @@ use jibber_proto::api::{DeliveredReceipt, ReadReceipt, SendMessageRequest};
 use jibber_proto::{ErrorCode, IV_MAX, PUBLIC_KEY_MAX, SIGNATURE_MAX, TEMP_MESSAGE_ID_MAX};
 use jibber_store::util::now_ms;
 use jibber_store::{NewMessage, Sent, StoreError};
+use socketioxide::socket::Sid;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult};
 use crate::http::auth::validate_bytes;
+use crate::realtime::notify;
 use crate::state::AppState;
 
 /// A store NotFound on a chat-scoped call means "no such chat for you".
@@ -81,15 +83,21 @@ pub fn new_message(
     })
 }
 
-/// Stores a message durably (or finds the first copy of a repeated send).
+/// Stores a message durably (or finds the first copy of a repeated send), then fans it out to
+/// the devices (`origin` is the sending socket, which gets the acknowledgement instead). The
+/// receiver's unread count rises only when none of their devices has the chat open.
 pub async fn send_message(
     state: &AppState,
     sender: Uuid,
     chat_id: Uuid,
     req: SendMessageRequest,
-    count_unread: bool,
+    origin: Option<Sid>,
 ) -> ApiResult<Sent> {
     let msg = new_message(state, sender, chat_id, req)?;
+    let count_unread = !state
+        .realtime
+        .registry
+        .has_active_chat(msg.receiver, chat_id);
     let sent = state
         .store
         .send_message(msg, count_unread)
@@ -103,6 +111,7 @@ pub async fn send_message(
         })?;
     metrics::counter!("jibber_messages_total", "result" => if sent.duplicate { "duplicate" } else { "stored" })
         .increment(1);
+    notify::message_stored(state, &sent, origin);
     Ok(sent)
 }
 

@@ -23,6 +23,7 @@ pub struct Inner {
     pub tokens: AccessTokens,
     pub opaque: ServerSetup<Suite>,
     pub auth_limits: AuthLimits,
+    pub realtime: crate::realtime::Realtime,
     pub metrics: PrometheusHandle,
     pub started: Instant,
     /// Set when shutdown begins: /ready answers 503 from then on.

@@ -57,6 +57,8 @@ pub const REFRESH_BY_HASH: &str = "SELECT user_id, family_id, expires_at, spent_
 pub const REVOKE_FAMILY: &str =
     "UPDATE refresh_tokens SET revoked_at = ?2 WHERE family_id = ?1 AND revoked_at IS NULL";
 
+pub const CHAT_PEERS: &str = "SELECT other_id FROM chat_members WHERE user_id = ?1";
+
 pub const IS_MEMBER: &str = "SELECT count(*) FROM chat_members WHERE chat_id = ?1 AND user_id = ?2";
 
 /// A user's chats with the other member and the last message, in one statement. Callers
@@ -153,6 +155,7 @@ pub fn hot_queries() -> Vec<(&'static str, String)> {
         ("mark_delivered", MARK_DELIVERED.to_owned()),
         ("feed", FEED.to_owned()),
         ("is_member", IS_MEMBER.to_owned()),
+        ("chat_peers", CHAT_PEERS.to_owned()),
         ("contacts", CONTACTS.to_owned()),
     ]
 }

@@ -260,6 +260,8 @@ pub trait Store: Send + Sync + 'static {
     async fn chat_for(&self, me: Uuid, chat: Uuid) -> Result<Chat>;
     /// The two members of a chat, if `me` is one of them (`me` first).
     async fn chat_members(&self, me: Uuid, chat: Uuid) -> Result<(Uuid, Uuid)>;
+    /// Every user who shares a chat with `me` (who may see `me`'s presence).
+    async fn chat_peers(&self, me: Uuid) -> Result<Vec<Uuid>>;
     /// `me`'s chats, most recent activity first, after the cursor. One query, whatever the
     /// number of chats.
     async fn list_chats(

@@ -128,7 +128,7 @@ pub async fn send(
     IdPath(chat): IdPath,
     ApiJson(body): ApiJson<SendMessageRequest>,
 ) -> ApiResult<Response> {
-    let sent = service::send_message(&state, me, chat, body, true).await?;
+    let sent = service::send_message(&state, me, chat, body, None).await?;
     let m = &sent.message;
     let ack = SendMessageResponse {
         message_id: m.id,

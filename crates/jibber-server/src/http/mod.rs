@@ -23,7 +23,7 @@ pub mod users;
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Every route of the server.
-pub fn router(state: AppState) -> Router {
+pub fn router(state: AppState, sockets: socketioxide::layer::SocketIoLayer) -> Router {
     let api = Router::new()
         .route("/auth/register/start", post(auth::register_start))
         .route("/auth/register/finish", post(auth::register_finish))
@@ -72,7 +72,8 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             context::context,
-        ));
+        ))
+        .layer(sockets);
 
     if !state.settings.cors_origins.is_empty() {
         let origins: Vec<HeaderValue> = state

@@ -1,0 +1,385 @@
+//! Client → server events. Each is rate limited per user and event, parsed into its type (a
+//! bad payload is VALIDATION_FAILED, never a panic), and answered through the Socket.IO
+//! acknowledgement with `{ok: true, data}` or `{ok: false, error}`; a refused event is also
+//! reported with an `error` event.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use jibber_proto::ErrorCode;
+use jibber_proto::api::SendMessageRequest;
+use jibber_proto::events::{
+    self, Ack, EventError, MarkDelivered, MarkRead, OnlineUsers, RefreshToken, SetActiveChat,
+    Typing,
+};
+use jibber_store::util::now_ms;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use socketioxide::extract::{AckSender, SocketRef, TryData};
+use uuid::Uuid;
+
+use super::auth::{self, Session, session};
+use super::{notify, user_room};
+use crate::error::{ApiError, ApiResult};
+use crate::service;
+use crate::state::AppState;
+
+/// Runs one event: rate limit, parse, handle, acknowledge.
+async fn handle<T, F, Fut>(
+    state: AppState,
+    socket: SocketRef,
+    event: &'static str,
+    data: Option<Value>,
+    ack: AckSender,
+    f: F,
+) where
+    T: DeserializeOwned,
+    F: FnOnce(AppState, SocketRef, Arc<Session>, T) -> Fut,
+    Fut: Future<Output = ApiResult<Value>>,
+{
+    let Some(session) = session(&socket) else {
+        return;
+    };
+    metrics::counter!("jibber_socket_events_total", "event" => event).increment(1);
+    let result = async {
+        state.realtime.check_rate(session.user, event)?;
+        let payload: T = serde_json::from_value(data.unwrap_or(Value::Null))
+            .map_err(|e| ApiError::validation(format!("{event}: {e}")))?;
+        f(state.clone(), socket.clone(), session.clone(), payload).await
+    }
+    .await;
+    match result {
+        Ok(data) => {
+            let _ = ack.send(&Ack {
+                ok: true,
+                data: Some(data),
+                error: None,
+            });
+        }
+        Err(e) => {
+            metrics::counter!("jibber_errors_total", "code" => e.code.as_str()).increment(1);
+            if e.code == ErrorCode::Internal {
+                tracing::error!(
+                    event,
+                    detail = e.detail.as_deref().unwrap_or(""),
+                    "socket event failed"
+                );
+            }
+            let error = EventError {
+                code: e.code,
+                message: if e.code == ErrorCode::Internal && state.settings.is_production() {
+                    e.message.to_string()
+                } else {
+                    match (&e.detail, e.code) {
+                        (Some(d), ErrorCode::Internal) => format!("{}: {d}", e.message),
+                        _ => e.message.to_string(),
+                    }
+                },
+                event: Some(event.to_owned()),
+                retry_after_ms: e.retry_after,
+            };
+            let _ = ack.send(&Ack::<Value> {
+                ok: false,
+                data: None,
+                error: Some(error.clone()),
+            });
+            notify::emit_to_socket(&socket, events::ERROR, &error);
+        }
+    }
+}
+
+/// Registers one event handler that parses its payload as `T`.
+macro_rules! on {
+    ($socket:expr, $state:expr, $event:expr, $handler:expr) => {{
+        let state = $state.clone();
+        $socket.on(
+            $event,
+            move |s: SocketRef, TryData(data): TryData<Value>, ack: AckSender| {
+                let state = state.clone();
+                async move { handle(state, s, $event, data.ok(), ack, $handler).await }
+            },
+        );
+    }};
+}
+
+/// A socket passed the middleware: register it, its handlers, and announce the user.
+pub async fn on_connect(state: AppState, socket: SocketRef) {
+    let Some(session) = session(&socket) else {
+        let _ = socket.disconnect();
+        return;
+    };
+    let user = session.user;
+    socket.join(user_room(user));
+    let first = state.realtime.registry.add(user, socket.id);
+    state.realtime.publish_counts(&state);
+    metrics::counter!("jibber_socket_connections_total").increment(1);
+    auth::start_timer(socket.clone(), session.clone());
+
+    on!(socket, state, events::SEND_MESSAGE, send_message);
+    on!(socket, state, events::MARK_DELIVERED, mark_delivered);
+    on!(socket, state, events::MARK_READ, mark_read);
+    on!(socket, state, events::SET_ACTIVE_CHAT, set_active_chat);
+    on!(socket, state, events::TYPING, typing);
+    on!(socket, state, events::HEARTBEAT, heartbeat);
+    on!(
+        socket,
+        state,
+        events::USER_AWAY,
+        |st, _s, sess, _: Value| away(st, sess, true)
+    );
+    on!(
+        socket,
+        state,
+        events::USER_BACK,
+        |st, _s, sess, _: Value| away(st, sess, false)
+    );
+    on!(socket, state, events::PING, ping);
+    on!(socket, state, events::REFRESH_TOKEN, refresh_token);
+
+    let disconnect_state = state.clone();
+    socket.on_disconnect(move |s: SocketRef| on_disconnect(disconnect_state.clone(), s));
+
+    // Tell this device who of its peers is online, then tell the peers about this user.
+    match state.store.chat_peers(user).await {
+        Ok(peers) => {
+            let online: Vec<Uuid> = peers
+                .into_iter()
+                .filter(|p| state.realtime.registry.is_online(*p))
+                .collect();
+            notify::emit_to_socket(
+                &socket,
+                events::ONLINE_USERS,
+                &OnlineUsers { user_ids: online },
+            );
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot load chat peers"),
+    }
+    if first {
+        notify::presence(&state, user, events::USER_ONLINE, None).await;
+    }
+}
+
+/// Removes every trace of a socket; the user's last device takes the user offline.
+async fn on_disconnect(state: AppState, socket: SocketRef) {
+    let Some(session) = session(&socket) else {
+        return;
+    };
+    session.stop_timer();
+    let user = session.user;
+    let last = state.realtime.registry.remove(user, socket.id);
+    state.realtime.publish_counts(&state);
+    if !last {
+        return;
+    }
+    for (chat, other) in state.realtime.clear_typing(user) {
+        notify::typing(&state, user, chat, other, false);
+    }
+    let now = now_ms();
+    if let Err(e) = state.store.set_last_seen(user, now).await {
+        tracing::warn!(error = %e, "cannot record last seen");
+    }
+    notify::presence(&state, user, events::USER_OFFLINE, Some(now)).await;
+}
+
+async fn send_message(
+    state: AppState,
+    socket: SocketRef,
+    session: Arc<Session>,
+    req: SendMessageRequest,
+) -> ApiResult<Value> {
+    let chat = req
+        .chat_id
+        .ok_or_else(|| ApiError::validation("chatId: required"))?;
+    let sent = service::send_message(&state, session.user, chat, req, Some(socket.id)).await?;
+    let m = &sent.message;
+    Ok(json!({
+        "messageId": m.id,
+        "tempMessageId": m.temp_message_id,
+        "chatId": m.chat_id,
+        "sequenceNumber": m.sequence_number,
+        "createdAt": m.created_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        "duplicate": sent.duplicate,
+    }))
+}
+
+async fn mark_delivered(
+    state: AppState,
+    _socket: SocketRef,
+    session: Arc<Session>,
+    p: MarkDelivered,
+) -> ApiResult<Value> {
+    let receipt = service::mark_delivered(&state, session.user, p.message_id).await?;
+    Ok(serde_json::to_value(receipt).expect("a receipt serializes"))
+}
+
+async fn mark_read(
+    state: AppState,
+    _socket: SocketRef,
+    session: Arc<Session>,
+    p: MarkRead,
+) -> ApiResult<Value> {
+    let (chat, up_to) = match (p.chat_id, p.up_to_sequence, p.message_id) {
+        (Some(chat), Some(up_to), None) => (chat, up_to),
+        (None, None, Some(id)) => {
+            let m = state
+                .store
+                .message_for(session.user, id)
+                .await
+                .map_err(|e| match e {
+                    jibber_store::StoreError::NotFound => ApiError::not_found("message"),
+                    other => other.into(),
+                })?;
+            (m.chat_id, m.sequence_number)
+        }
+        _ => {
+            return Err(ApiError::validation(
+                "markMessageAsRead: send {chatId, upToSequence} or {messageId}",
+            ));
+        }
+    };
+    let receipt = service::mark_read(&state, session.user, chat, up_to).await?;
+    Ok(serde_json::to_value(receipt).expect("a receipt serializes"))
+}
+
+async fn set_active_chat(
+    state: AppState,
+    socket: SocketRef,
+    session: Arc<Session>,
+    p: SetActiveChat,
+) -> ApiResult<Value> {
+    let chat = if p.active_chat_id.is_empty() {
+        None
+    } else {
+        let chat = Uuid::parse_str(&p.active_chat_id)
+            .map_err(|_| ApiError::validation("activeChatId: must be a chat id or \"\""))?;
+        state
+            .store
+            .chat_members(session.user, chat)
+            .await
+            .map_err(service::chat_not_found)?;
+        Some(chat)
+    };
+    state
+        .realtime
+        .registry
+        .set_active_chat(session.user, socket.id, chat);
+    Ok(json!({ "activeChatId": chat }))
+}
+
+async fn typing(
+    state: AppState,
+    _socket: SocketRef,
+    session: Arc<Session>,
+    p: Typing,
+) -> ApiResult<Value> {
+    let (me, other) = state
+        .store
+        .chat_members(session.user, p.chat_id)
+        .await
+        .map_err(service::chat_not_found)?;
+    if p.is_typing {
+        let generation = state.realtime.start_typing(me, p.chat_id, other);
+        notify::typing(&state, me, p.chat_id, other, true);
+        let state = state.clone();
+        let chat = p.chat_id;
+        tokio::spawn(async move {
+            tokio::time::sleep(state.settings.typing_timeout).await;
+            if state
+                .realtime
+                .stop_typing_if(me, chat, Some(generation))
+                .is_some()
+            {
+                notify::typing(&state, me, chat, other, false);
+            }
+        });
+    } else if state.realtime.stop_typing_if(me, p.chat_id, None).is_some() {
+        notify::typing(&state, me, p.chat_id, other, false);
+    }
+    Ok(json!({ "chatId": p.chat_id, "isTyping": p.is_typing }))
+}
+
+async fn heartbeat(
+    _state: AppState,
+    _socket: SocketRef,
+    _session: Arc<Session>,
+    _p: Value,
+) -> ApiResult<Value> {
+    Ok(
+        json!({ "serverTime": now_ms().format(&time::format_description::well_known::Rfc3339).unwrap_or_default() }),
+    )
+}
+
+async fn away(state: AppState, session: Arc<Session>, away: bool) -> ApiResult<Value> {
+    if state.realtime.registry.set_away(session.user, away) {
+        let event = if away {
+            events::USER_AWAY
+        } else {
+            events::USER_BACK
+        };
+        notify::presence(&state, session.user, event, None).await;
+    }
+    Ok(json!({ "away": away }))
+}
+
+async fn ping(
+    _state: AppState,
+    socket: SocketRef,
+    _session: Arc<Session>,
+    _p: Value,
+) -> ApiResult<Value> {
+    let now = now_ms()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    notify::emit_to_socket(&socket, events::PONG, &json!({ "serverTime": now }));
+    Ok(json!({ "serverTime": now }))
+}
+
+async fn refresh_token(
+    state: AppState,
+    _socket: SocketRef,
+    session: Arc<Session>,
+    p: RefreshToken,
+) -> ApiResult<Value> {
+    let expires_at = auth::refresh(&state, &session, &p.token)?;
+    Ok(json!({ "expiresAt": expires_at }))
+}
+
+impl super::Realtime {
+    /// Records that `user` types in `chat`; returns the generation that a later stop must match.
+    fn start_typing(&self, user: Uuid, chat: Uuid, other: Uuid) -> u64 {
+        let generation = self
+            .typing_generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        self.typing_lock().insert((user, chat), (generation, other));
+        generation
+    }
+
+    /// Ends a typing indicator (only the given generation, if any); returns the other member
+    /// when one was live.
+    fn stop_typing_if(&self, user: Uuid, chat: Uuid, generation: Option<u64>) -> Option<Uuid> {
+        let mut typing = self.typing_lock();
+        match typing.get(&(user, chat)) {
+            Some((g, other)) if generation.is_none_or(|want| want == *g) => {
+                let other = *other;
+                typing.remove(&(user, chat));
+                Some(other)
+            }
+            _ => None,
+        }
+    }
+
+    /// Ends every typing indicator of `user`: (chat, other member) of each.
+    fn clear_typing(&self, user: Uuid) -> Vec<(Uuid, Uuid)> {
+        let mut typing = self.typing_lock();
+        let mine: Vec<(Uuid, Uuid)> = typing
+            .iter()
+            .filter(|((u, _), _)| *u == user)
+            .map(|((_, chat), (_, other))| (*chat, *other))
+            .collect();
+        for (chat, _) in &mine {
+            typing.remove(&(user, *chat));
+        }
+        mine
+    }
+}

@@ -1,0 +1,143 @@
+//! The Socket.IO v4 gateway (socketioxide) at `/socket.io/`.
+//!
+//! - [`auth`]: the connect middleware (access token from `auth.token`), per-socket sessions,
+//!   in-band token refresh and expiry.
+//! - [`registry`]: which devices of which users are connected here, and their open chats.
+//! - [`events`]: the client → server events.
+//! - [`notify`]: server → client fan-out, used by the events and by the REST handlers alike.
+//!
+//! Every device joins the room `user:<id>`; events for a user go to that room. Delivery is never
+//! at-most-once in effect: everything is stored first, and a client catches up from the database
+//! (`GET /api/v1/sync`) after any gap, so a lost emit never loses a message.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use socketioxide::layer::SocketIoLayer;
+use socketioxide::{SocketIo, TransportType};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub mod auth;
+pub mod events;
+pub mod notify;
+pub mod registry;
+
+pub use registry::Registry;
+
+/// The room of every device of a user.
+pub fn user_room(user: Uuid) -> String {
+    format!("user:{user}")
+}
+
+/// The gateway's shared state.
+pub struct Realtime {
+    pub io: SocketIo,
+    pub registry: Registry,
+    limiter: DefaultKeyedRateLimiter<(Uuid, &'static str)>,
+    clock: DefaultClock,
+    /// Live typing indicators: (user, chat) → (generation, the other member).
+    typing: Mutex<HashMap<(Uuid, Uuid), (u64, Uuid)>>,
+    typing_generation: AtomicU64,
+}
+
+impl std::fmt::Debug for Realtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Realtime")
+            .field("registry", &self.registry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Realtime {
+    /// Counts one `event` of `user`; RATE_LIMITED with the wait when over the limit.
+    pub fn check_rate(&self, user: Uuid, event: &'static str) -> Result<(), ApiError> {
+        self.limiter.check_key(&(user, event)).map_err(|not_until| {
+            metrics::counter!("jibber_rate_limited_total", "scope" => "socket_event", "event" => event).increment(1);
+            let wait = not_until.wait_time_from(self.clock.now());
+            ApiError { retry_after: Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)), ..ApiError::rate_limited(1) }
+        })
+    }
+
+    fn typing_lock(&self) -> std::sync::MutexGuard<'_, HashMap<(Uuid, Uuid), (u64, Uuid)>> {
+        self.typing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Number of live typing indicators (for tests and metrics).
+    pub fn typing_count(&self) -> usize {
+        self.typing_lock().len()
+    }
+
+    /// Forgets rate-limit keys that have recovered.
+    pub fn shrink(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+
+    /// Publishes the connection counts to the health state and the metrics.
+    fn publish_counts(&self, state: &AppState) {
+        let (sockets, users) = self.registry.counts();
+        state.sockets.store(sockets, Ordering::Relaxed);
+        state.socket_users.store(users, Ordering::Relaxed);
+        metrics::gauge!("jibber_sockets_connected").set(sockets as f64);
+        metrics::gauge!("jibber_socket_users_connected").set(users as f64);
+    }
+}
+
+/// Builds the Socket.IO layer and the gateway state from the settings.
+pub fn build(settings: &crate::config::Settings) -> (SocketIoLayer, Realtime) {
+    let (layer, io) = SocketIo::builder()
+        .ping_interval(settings.socket_ping_interval)
+        .ping_timeout(settings.socket_ping_timeout)
+        .max_payload(settings.socket_max_payload)
+        .max_buffer_size(settings.socket_send_queue)
+        .transports([TransportType::Polling, TransportType::Websocket])
+        .build_layer();
+    let rate = NonZeroU32::new(settings.socket_events_per_second).unwrap_or(NonZeroU32::MIN);
+    let burst = rate.saturating_mul(NonZeroU32::new(2).expect("2 is not zero"));
+    let realtime = Realtime {
+        io,
+        registry: Registry::default(),
+        limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
+        clock: DefaultClock::default(),
+        typing: Mutex::new(HashMap::new()),
+        typing_generation: AtomicU64::new(0),
+    };
+    (layer, realtime)
+}
+
+/// Registers the namespace handlers; called once the [`AppState`] exists.
+pub fn attach(state: &AppState) {
+    use socketioxide::extract::{SocketRef, TryData};
+    use socketioxide::handler::ConnectHandler;
+    let handler_state = state.clone();
+    let middleware_state = state.clone();
+    let on_connect = move |socket: SocketRef| events::on_connect(handler_state.clone(), socket);
+    let middleware =
+        move |socket: SocketRef, auth: TryData<jibber_proto::events::HandshakeAuth>| {
+            auth::authenticate(middleware_state.clone(), socket, auth)
+        };
+    state.realtime.io.ns("/", on_connect.with(middleware));
+}
+
+/// Begins shutdown: tells every client, then closes every transport so that the official
+/// clients see "transport close" and reconnect (to another node) by themselves.
+pub async fn shutdown(state: &AppState) {
+    notify::broadcast_shutdown(state).await;
+    let closing = state.realtime.io.close();
+    if tokio::time::timeout(Duration::from_secs(5), closing)
+        .await
+        .is_err()
+    {
+        tracing::warn!("closing socket transports took more than 5 s");
+    }
+}

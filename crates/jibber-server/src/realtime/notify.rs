@@ -1,0 +1,231 @@
+//! Server → client fan-out. REST handlers and socket events both call these, so a message sent
+//! over REST reaches sockets exactly like one sent over a socket.
+//!
+//! A failed emit never loses anything: the data is in the database already. A socket whose send
+//! queue is full is marked lagging, the drop is counted (`jibber_socket_emit_dropped_total`), and
+//! the next emit that fits is preceded by `syncRequired`, which makes the client walk `/sync`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use jibber_proto::api::{DeliveredReceipt, Message, ReadReceipt, SendMessageResponse};
+use jibber_proto::events::{self, MessageDelivered, MessageRead, Notice, UserPresence, UserTyping};
+use jibber_store::Sent;
+use serde::Serialize;
+use socketioxide::extract::SocketRef;
+use socketioxide::socket::Sid;
+use socketioxide::{SendError, SocketError};
+use uuid::Uuid;
+
+use super::auth::{Session, session};
+use super::user_room;
+use crate::state::AppState;
+
+/// How long a receiver device has to acknowledge `receivedMessage`.
+const DELIVERY_ACK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The local sockets of a user.
+fn sockets_of(state: &AppState, user: Uuid) -> Vec<SocketRef> {
+    state.realtime.io.to(user_room(user)).sockets()
+}
+
+fn count_failure(event: &str, e: &SendError) {
+    let reason = match e {
+        SendError::Socket(SocketError::InternalChannelFull) => "queue_full",
+        SendError::Socket(SocketError::Closed) => "closed",
+        _ => "other",
+    };
+    metrics::counter!("jibber_socket_emit_dropped_total", "event" => event.to_owned(), "reason" => reason).increment(1);
+}
+
+/// Before an emit to a lagging socket, tells it to resync; true when the socket can take more.
+fn settle(socket: &SocketRef, session: Option<&Arc<Session>>) -> bool {
+    let Some(session) = session else { return true };
+    if !session.lagging.load(Ordering::Relaxed) {
+        return true;
+    }
+    let notice = Notice {
+        reason: "events were dropped; fetch /api/v1/sync".to_owned(),
+    };
+    match socket.emit(events::SYNC_REQUIRED, &notice) {
+        Ok(()) => {
+            session.lagging.store(false, Ordering::Relaxed);
+            true
+        }
+        Err(e) => {
+            count_failure(events::SYNC_REQUIRED, &e);
+            false
+        }
+    }
+}
+
+/// Emits to one socket, marking it lagging when its queue is full.
+pub fn emit_to_socket<T: Serialize + ?Sized>(socket: &SocketRef, event: &str, data: &T) {
+    let session = session(socket);
+    if !settle(socket, session.as_ref()) {
+        return;
+    }
+    if let Err(e) = socket.emit(event, data) {
+        if let (SendError::Socket(SocketError::InternalChannelFull), Some(s)) = (&e, &session) {
+            s.lagging.store(true, Ordering::Relaxed);
+        }
+        count_failure(event, &e);
+    }
+}
+
+/// Emits to every device of `user`, except one socket.
+pub fn to_user<T: Serialize + ?Sized>(
+    state: &AppState,
+    user: Uuid,
+    event: &str,
+    data: &T,
+    except: Option<Sid>,
+) {
+    for socket in sockets_of(state, user) {
+        if Some(socket.id) != except {
+            emit_to_socket(&socket, event, data);
+        }
+    }
+}
+
+/// Emits to every device of each user.
+pub fn to_users<T: Serialize + ?Sized>(state: &AppState, users: &[Uuid], event: &str, data: &T) {
+    for user in users {
+        to_user(state, *user, event, data, None);
+    }
+}
+
+/// A message was stored (or found again): `messageSent` to the sender's devices, and for a new
+/// message `receivedMessage` to the receiver's devices (with an acknowledgement that marks it
+/// delivered) and to the sender's other devices.
+pub fn message_stored(state: &AppState, sent: &Sent, origin: Option<Sid>) {
+    let m = &sent.message;
+    let ack = SendMessageResponse {
+        message_id: m.id,
+        temp_message_id: m.temp_message_id.clone(),
+        chat_id: m.chat_id,
+        sequence_number: m.sequence_number,
+        created_at: m.created_at,
+        duplicate: sent.duplicate,
+    };
+    to_user(state, m.sender, events::MESSAGE_SENT, &ack, None);
+    if sent.duplicate {
+        return;
+    }
+    to_user(state, m.sender, events::RECEIVED_MESSAGE, m, origin);
+    for socket in sockets_of(state, m.receiver) {
+        deliver_with_ack(state, &socket, m);
+    }
+}
+
+/// `receivedMessage` to one receiver device; its acknowledgement marks the message delivered.
+fn deliver_with_ack(state: &AppState, socket: &SocketRef, m: &Message) {
+    let session = session(socket);
+    if !settle(socket, session.as_ref()) {
+        return;
+    }
+    match socket
+        .timeout(DELIVERY_ACK_TIMEOUT)
+        .emit_with_ack::<_, serde_json::Value>(events::RECEIVED_MESSAGE, m)
+    {
+        Ok(ack) => {
+            let state = state.clone();
+            let (receiver, message) = (m.receiver, m.id);
+            tokio::spawn(async move {
+                if ack.await.is_ok()
+                    && let Err(e) = crate::service::mark_delivered(&state, receiver, message).await
+                {
+                    tracing::warn!(code = %e.code, "marking a message delivered failed");
+                }
+            });
+        }
+        Err(e) => {
+            if let (SendError::Socket(SocketError::InternalChannelFull), Some(s)) = (&e, &session) {
+                s.lagging.store(true, Ordering::Relaxed);
+            }
+            count_failure(events::RECEIVED_MESSAGE, &e);
+        }
+    }
+}
+
+/// `messageDelivered` to the sender's devices.
+pub fn delivered(state: &AppState, r: &DeliveredReceipt, sender: Uuid) {
+    let data = MessageDelivered {
+        message_id: r.message_id,
+        chat_id: r.chat_id,
+        sequence_number: r.sequence_number,
+        delivered_at: r.delivered_at,
+    };
+    to_user(state, sender, events::MESSAGE_DELIVERED, &data, None);
+}
+
+/// `messageRead` to the other member (the sender of the messages) and to the reader's devices.
+pub fn read(state: &AppState, r: &ReadReceipt, reader: Uuid, other: Uuid) {
+    let data = MessageRead {
+        chat_id: r.chat_id,
+        up_to_sequence: r.up_to_sequence,
+        reader,
+        read_at: r.read_at,
+    };
+    to_users(state, &[other, reader], events::MESSAGE_READ, &data);
+}
+
+/// `newConversation` to the other member of a new chat, as that member sees it.
+pub async fn new_conversation(state: &AppState, chat: Uuid, other: Uuid) {
+    match state.store.chat_for(other, chat).await {
+        Ok(c) => to_user(state, other, events::NEW_CONVERSATION, &c, None),
+        Err(e) => tracing::warn!(error = %e, "new chat vanished before it was announced"),
+    }
+}
+
+/// `userTyping` to the other member.
+pub fn typing(state: &AppState, user: Uuid, chat: Uuid, other: Uuid, is_typing: bool) {
+    to_user(
+        state,
+        other,
+        events::USER_TYPING,
+        &UserTyping {
+            chat_id: chat,
+            user_id: user,
+            is_typing,
+        },
+        None,
+    );
+}
+
+/// A presence event about `user` to everyone who shares a chat with them, and nobody else.
+pub async fn presence(
+    state: &AppState,
+    user: Uuid,
+    event: &'static str,
+    last_seen: Option<time::OffsetDateTime>,
+) {
+    match state.store.chat_peers(user).await {
+        Ok(peers) => to_users(
+            state,
+            &peers,
+            event,
+            &UserPresence {
+                user_id: user,
+                last_seen,
+            },
+        ),
+        Err(e) => tracing::warn!(error = %e, "presence: cannot load chat peers"),
+    }
+}
+
+/// `serverShutdown` to every socket of this node.
+pub async fn broadcast_shutdown(state: &AppState) {
+    let notice = Notice {
+        reason: "server shutting down; reconnect".to_owned(),
+    };
+    if let Err(e) = state
+        .realtime
+        .io
+        .emit(events::SERVER_SHUTDOWN, &notice)
+        .await
+    {
+        tracing::debug!(error = %e, "shutdown notice not sent to every socket");
+    }
+}
