@@ -93,7 +93,10 @@ pub async fn send_message(
     req: SendMessageRequest,
     origin: Option<Sid>,
 ) -> ApiResult<Sent> {
-    let msg = new_message(state, sender, chat_id, req)?;
+    let mut msg = new_message(state, sender, chat_id, req)?;
+    // Held until the fan-out below is queued: devices get the chat's messages in order.
+    let _order = state.realtime.send_order.lock(chat_id).await;
+    msg.created_at = now_ms();
     let count_unread = !state
         .realtime
         .registry

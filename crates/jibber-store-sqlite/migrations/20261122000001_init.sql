@@ -83,6 +83,8 @@ CREATE TABLE messages (
     receiver_public_id_key    BLOB NOT NULL,
     client_timestamp          INTEGER NOT NULL,
     temp_message_id           TEXT NOT NULL,
+    -- 0 when the receiver had the chat open on some device: it never counted as unread.
+    counts_unread             INTEGER NOT NULL DEFAULT 1 CHECK (counts_unread IN (0, 1)),
     status                    TEXT NOT NULL DEFAULT 'sent' CHECK (status IN ('sent', 'delivered', 'read')),
     created_at                INTEGER NOT NULL,
     delivered_at              INTEGER,

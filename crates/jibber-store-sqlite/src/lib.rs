@@ -851,6 +851,7 @@ impl Store for SqliteStore {
             .bind(to_ms(m.client_timestamp))
             .bind(&m.temp_message_id)
             .bind(now_ms)
+            .bind(count_unread)
             .execute(&mut *tx)
             .await
             .map_err(backend_err)?;

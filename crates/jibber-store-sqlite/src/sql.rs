@@ -97,8 +97,8 @@ pub static MESSAGE_BY_TEMP_ID: LazyLock<String> = LazyLock::new(|| {
 pub const NEXT_SEQ: &str = "UPDATE chats SET next_seq = next_seq + 1, updated_at = ?2 WHERE id = ?1 RETURNING next_seq - 1";
 
 pub const INSERT_MESSAGE: &str = "INSERT INTO messages (id, chat_id, seq, sender_id, receiver_id, cipher, iv, signature, \
-     sender_public_id_key, sender_public_signing_key, receiver_public_id_key, client_timestamp, temp_message_id, created_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
+     sender_public_id_key, sender_public_signing_key, receiver_public_id_key, client_timestamp, temp_message_id, created_at, counts_unread) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
 
 /// Moves both members' activity and counts the message as unread for the receiver.
 pub const TOUCH_MEMBERS: &str = "UPDATE chat_members SET last_activity = ?2, \
@@ -127,7 +127,7 @@ pub const MARK_READ: &str = "UPDATE messages SET status = 'read', read_at = ?4, 
 
 /// Sets the reader's unread count from the messages themselves, in the same transaction.
 pub const RECOUNT_UNREAD: &str = "UPDATE chat_members SET \
-     unread_count = (SELECT count(*) FROM messages WHERE chat_id = ?1 AND receiver_id = ?2 AND status <> 'read'), \
+     unread_count = (SELECT count(*) FROM messages WHERE chat_id = ?1 AND receiver_id = ?2 AND status <> 'read' AND counts_unread = 1), \
      last_read_seq = max(last_read_seq, ?3) \
      WHERE chat_id = ?1 AND user_id = ?2 RETURNING unread_count";
 

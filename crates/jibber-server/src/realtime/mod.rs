@@ -28,6 +28,7 @@ use crate::state::AppState;
 pub mod auth;
 pub mod events;
 pub mod notify;
+pub mod order;
 pub mod registry;
 
 pub use registry::Registry;
@@ -41,6 +42,8 @@ pub fn user_room(user: Uuid) -> String {
 pub struct Realtime {
     pub io: SocketIo,
     pub registry: Registry,
+    /// Per-chat send order (see [`order`]).
+    pub send_order: order::ChatLocks,
     limiter: DefaultKeyedRateLimiter<(Uuid, &'static str)>,
     clock: DefaultClock,
     /// Live typing indicators: (user, chat) → (generation, the other member).
@@ -107,6 +110,7 @@ pub fn build(settings: &crate::config::Settings) -> (SocketIoLayer, Realtime) {
     let realtime = Realtime {
         io,
         registry: Registry::default(),
+        send_order: order::ChatLocks::default(),
         limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
         clock: DefaultClock::default(),
         typing: Mutex::new(HashMap::new()),
