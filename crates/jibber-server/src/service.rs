@@ -118,23 +118,34 @@ pub async fn send_message(
     Ok(sent)
 }
 
-/// Marks a message delivered (its receiver only).
+/// Marks a message delivered (its receiver only) and, the first time, tells the sender.
 pub async fn mark_delivered(
     state: &AppState,
     me: Uuid,
     message: Uuid,
 ) -> ApiResult<DeliveredReceipt> {
-    state
+    let not_found = |e| match e {
+        StoreError::NotFound => ApiError::not_found("message"),
+        other => ApiError::from(other),
+    };
+    let receipt = state
         .store
         .mark_delivered(me, message, now_ms())
         .await
-        .map_err(|e| match e {
-            StoreError::NotFound => ApiError::not_found("message"),
-            other => other.into(),
-        })
+        .map_err(not_found)?;
+    if receipt.changed {
+        let m = state
+            .store
+            .message_for(me, message)
+            .await
+            .map_err(not_found)?;
+        notify::delivered(state, &receipt, m.sender);
+    }
+    Ok(receipt)
 }
 
-/// Marks the caller's received messages up to a sequence read and resets the unread count.
+/// Marks the caller's received messages up to a sequence read, resets the unread count, and
+/// tells the other member (and the caller's devices) when anything changed.
 pub async fn mark_read(
     state: &AppState,
     me: Uuid,
@@ -144,9 +155,18 @@ pub async fn mark_read(
     if up_to < 0 {
         return Err(ApiError::validation("upToSequence: must be zero or more"));
     }
-    state
+    let receipt = state
         .store
         .mark_read(me, chat, up_to, now_ms())
         .await
-        .map_err(chat_not_found)
+        .map_err(chat_not_found)?;
+    if receipt.marked > 0 {
+        let (_, other) = state
+            .store
+            .chat_members(me, chat)
+            .await
+            .map_err(chat_not_found)?;
+        notify::read(state, &receipt, me, other);
+    }
+    Ok(receipt)
 }

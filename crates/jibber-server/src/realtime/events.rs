@@ -43,7 +43,7 @@ async fn handle<T, F, Fut>(
     metrics::counter!("jibber_socket_events_total", "event" => event).increment(1);
     let result = async {
         state.realtime.check_rate(session.user, event)?;
-        let payload: T = serde_json::from_value(data.unwrap_or(Value::Null))
+        let payload: T = serde_path_to_error::deserialize(data.unwrap_or(Value::Null))
             .map_err(|e| ApiError::validation(format!("{event}: {e}")))?;
         f(state.clone(), socket.clone(), session.clone(), payload).await
     }

@@ -5,3 +5,5 @@ mod helpers;
 mod interop;
 mod messages;
 mod ops;
+mod realtime;
+mod sio;
