@@ -429,3 +429,176 @@ async fn an_unrefreshed_socket_expires_and_a_refreshed_one_lives() {
     fresh.disconnect().await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_new_chat_is_announced_to_the_other_member() {
+    let app = spawn_app_with(FAST).await;
+    let a = app.user("new_a").await;
+    let b = app.user("new_b").await;
+    let mut db = connect(&app, &b, TransportType::Websocket).await;
+    let chat = app.chat(&a, &b).await;
+    let announced = db.expect("newConversation").await;
+    assert_eq!(announced["id"], json!(chat));
+    assert_eq!(
+        announced["otherUser"]["id"],
+        json!(a.id),
+        "as the receiver sees it"
+    );
+    // Asking again creates nothing and announces nothing: the next event b sees is a's
+    // first message.
+    app.chat(&a, &b).await;
+    let sender = connect(&app, &a, TransportType::Websocket).await;
+    send(&sender, chat, b.id, "hello").await;
+    let next = db.expect_any().await;
+    assert_eq!(next.0, "userOnline", "{next:?}");
+    let next = db.expect_any().await;
+    assert_eq!(next.0, "receivedMessage", "{next:?}");
+    sender.disconnect().await;
+    db.disconnect().await;
+    app.stop().await;
+}
+
+/// A minimal Engine.IO long-polling session over plain HTTP: a client that stops polling is a
+/// consumer that does not read.
+struct RawPolling {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl RawPolling {
+    async fn open(app: &TestApp, token: &str) -> RawPolling {
+        let http = reqwest::Client::new();
+        let base = format!("{}/socket.io/?EIO=4&transport=polling", app.base);
+        let open = http
+            .get(&base)
+            .send()
+            .await
+            .expect("handshake")
+            .text()
+            .await
+            .expect("text");
+        let json: Value =
+            serde_json::from_str(open.strip_prefix('0').expect("open packet")).expect("json");
+        let url = format!("{base}&sid={}", json["sid"].as_str().expect("sid"));
+        let connect = format!("40{}", json!({ "token": token }));
+        let res = http.post(&url).body(connect).send().await.expect("connect");
+        assert!(res.status().is_success());
+        RawPolling { http, url }
+    }
+
+    /// One poll: the packets the server had queued (it answers at once when there are some).
+    async fn poll(&self) -> Vec<String> {
+        let body = tokio::time::timeout(crate::sio::WAIT, async {
+            self.http
+                .get(&self.url)
+                .send()
+                .await
+                .expect("poll")
+                .text()
+                .await
+                .expect("text")
+        })
+        .await
+        .expect("poll answered");
+        body.split('\u{1e}').map(str::to_owned).collect()
+    }
+
+    /// Polls until a packet of event `name` arrives; returns every packet seen.
+    async fn poll_until(&self, name: &str) -> Vec<String> {
+        let needle = format!("[\"{name}\"");
+        let mut seen = Vec::new();
+        while !seen.iter().any(|p: &String| p.contains(&needle)) {
+            seen.extend(self.poll().await);
+        }
+        seen
+    }
+}
+
+#[tokio::test]
+async fn a_consumer_that_stops_reading_is_bounded_and_told_to_resync() {
+    let app = spawn_app_with(&[
+        ("socket_events_per_second", "100000"),
+        ("socket_send_queue", "4"),
+    ])
+    .await;
+    let a = app.user("slow_a").await;
+    let b = app.user("slow_b").await;
+    let chat = app.chat(&a, &b).await;
+    let slow = RawPolling::open(&app, &b.access).await;
+    slow.poll_until("onlineUsers").await;
+    // b stops polling while 12 messages are sent to it.
+    for i in 0..12 {
+        let r = app.send(&a, &b, chat, &format!("flood-{i}")).await;
+        assert_eq!(
+            r.status.as_u16(),
+            201,
+            "the sender is never held up: {}",
+            r.body
+        );
+    }
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let dropped: f64 = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("jibber_socket_emit_dropped_total")
+                && l.contains("queue_full")
+                && l.contains("receivedMessage")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no drop counted:\n{metrics}"));
+    assert!(dropped >= 1.0 && dropped <= 12.0, "{dropped}");
+    // What fitted in the queue arrives; the next event is preceded by syncRequired.
+    let first = slow.poll().await;
+    let got = first
+        .iter()
+        .filter(|p| p.contains("\"receivedMessage\""))
+        .count();
+    assert!((1..12).contains(&got), "{first:?}");
+    app.send(&a, &b, chat, "after").await;
+    let later = slow.poll_until("receivedMessage").await;
+    let sync_at = later
+        .iter()
+        .position(|p| p.contains("\"syncRequired\""))
+        .expect("syncRequired was sent");
+    let msg_at = later
+        .iter()
+        .position(|p| p.contains("\"after\"") || p.contains("receivedMessage"))
+        .expect("message");
+    assert!(sync_at < msg_at, "{later:?}");
+    // Nothing was lost: the database has all 13 for the catch-up.
+    let all = app
+        .get(&format!("/messages/{chat}/sync?since=0"), &b.access)
+        .await;
+    assert_eq!(all.data().as_array().expect("array").len(), 13);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_tells_clients_and_finishes_in_time() {
+    let app = spawn_app_with(FAST).await;
+    let a = app.user("down_a").await;
+    let mut d = connect(&app, &a, TransportType::Websocket).await;
+    let started = std::time::Instant::now();
+    let stopping = tokio::spawn(app.stop());
+    let notice = d.expect("serverShutdown").await;
+    assert!(
+        notice["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("reconnect")),
+        "{notice}"
+    );
+    tokio::time::timeout(std::time::Duration::from_secs(10), stopping)
+        .await
+        .expect("the server stops within 10 s")
+        .expect("join");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}

@@ -89,6 +89,15 @@ impl Device {
         }
     }
 
+    /// The next event, whatever it is.
+    pub async fn expect_any(&mut self) -> (String, Value) {
+        match tokio::time::timeout(WAIT, self.events.recv()).await {
+            Ok(Some(event)) => event,
+            Ok(None) => panic!("socket closed while waiting for an event"),
+            Err(_) => panic!("no event within {WAIT:?}"),
+        }
+    }
+
     /// Collects `n` events named `name`.
     pub async fn collect(&mut self, name: &str, n: usize) -> Vec<Value> {
         let mut out = Vec::with_capacity(n);
