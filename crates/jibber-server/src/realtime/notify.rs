@@ -133,7 +133,10 @@ fn deliver_with_ack(state: &AppState, socket: &SocketRef, m: &Message) {
             let state = state.clone();
             let (receiver, message) = (m.receiver, m.id);
             tokio::spawn(async move {
-                if ack.await.is_ok()
+                // Any answer counts, whatever it carries (`cb()` sends none, which does not
+                // decode as a value): only a timeout or a dead socket means "not delivered".
+                let answered = matches!(ack.await, Ok(_) | Err(socketioxide::AckError::Decode(_)));
+                if answered
                     && let Err(e) = crate::service::mark_delivered(&state, receiver, message).await
                 {
                     tracing::warn!(code = %e.code, "marking a message delivered failed");
