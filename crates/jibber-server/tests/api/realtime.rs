@@ -555,7 +555,7 @@ async fn a_consumer_that_stops_reading_is_bounded_and_told_to_resync() {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no drop counted:\n{metrics}"));
-    assert!(dropped >= 1.0 && dropped <= 12.0, "{dropped}");
+    assert!((1.0..=12.0).contains(&dropped), "{dropped}");
     // What fitted in the queue arrives; the next event is preceded by syncRequired.
     let first = slow.poll().await;
     let got = first
