@@ -1,6 +1,6 @@
 //! The operations REST and the realtime gateway share, so both validate and store alike.
 
-use jibber_proto::api::{DeliveredReceipt, ReadReceipt, SendMessageRequest};
+use jibber_proto::api::{DeliveredReceipt, ReadReceipt, SendMessageRequest, SendMessageResponse};
 use jibber_proto::{ErrorCode, IV_MAX, PUBLIC_KEY_MAX, SIGNATURE_MAX, TEMP_MESSAGE_ID_MAX};
 use jibber_store::util::now_ms;
 use jibber_store::{NewMessage, Sent, StoreError};
@@ -116,6 +116,19 @@ pub async fn send_message(
         .increment(1);
     notify::message_stored(state, &sent, origin);
     Ok(sent)
+}
+
+/// The acknowledgement of a send (REST answer, socket ack and `messageSent`).
+pub fn ack_of(sent: &Sent) -> SendMessageResponse {
+    let m = &sent.message;
+    SendMessageResponse {
+        message_id: m.id,
+        temp_message_id: m.temp_message_id.clone(),
+        chat_id: m.chat_id,
+        sequence_number: m.sequence_number,
+        created_at: m.created_at,
+        duplicate: sent.duplicate,
+    }
 }
 
 /// Marks a message delivered (its receiver only) and, the first time, tells the sender.

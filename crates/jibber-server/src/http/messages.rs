@@ -3,9 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use jibber_proto::api::{
-    MarkReadRequest, Pagination, SendMessageRequest, SendMessageResponse, SyncResponse,
-};
+use jibber_proto::api::{MarkReadRequest, Pagination, SendMessageRequest, SyncResponse};
 use serde::Deserialize;
 
 use super::extract::{ApiJson, ApiQuery, AuthUser, IdPath, limit, ok, page, with_status};
@@ -129,15 +127,7 @@ pub async fn send(
     ApiJson(body): ApiJson<SendMessageRequest>,
 ) -> ApiResult<Response> {
     let sent = service::send_message(&state, me, chat, body, None).await?;
-    let m = &sent.message;
-    let ack = SendMessageResponse {
-        message_id: m.id,
-        temp_message_id: m.temp_message_id.clone(),
-        chat_id: m.chat_id,
-        sequence_number: m.sequence_number,
-        created_at: m.created_at,
-        duplicate: sent.duplicate,
-    };
+    let ack = crate::service::ack_of(&sent);
     Ok(if sent.duplicate {
         ok(ack)
     } else {

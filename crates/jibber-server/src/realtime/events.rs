@@ -191,15 +191,7 @@ async fn send_message(
         .chat_id
         .ok_or_else(|| ApiError::validation("chatId: required"))?;
     let sent = service::send_message(&state, session.user, chat, req, Some(socket.id)).await?;
-    let m = &sent.message;
-    Ok(json!({
-        "messageId": m.id,
-        "tempMessageId": m.temp_message_id,
-        "chatId": m.chat_id,
-        "sequenceNumber": m.sequence_number,
-        "createdAt": m.created_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
-        "duplicate": sent.duplicate,
-    }))
+    Ok(serde_json::to_value(service::ack_of(&sent)).expect("an acknowledgement serializes"))
 }
 
 async fn mark_delivered(

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use jibber_proto::api::{DeliveredReceipt, Message, ReadReceipt, SendMessageResponse};
+use jibber_proto::api::{DeliveredReceipt, Message, ReadReceipt};
 use jibber_proto::events::{self, MessageDelivered, MessageRead, Notice, UserPresence, UserTyping};
 use jibber_store::Sent;
 use serde::Serialize;
@@ -101,14 +101,7 @@ pub fn to_users<T: Serialize + ?Sized>(state: &AppState, users: &[Uuid], event: 
 /// delivered) and to the sender's other devices.
 pub fn message_stored(state: &AppState, sent: &Sent, origin: Option<Sid>) {
     let m = &sent.message;
-    let ack = SendMessageResponse {
-        message_id: m.id,
-        temp_message_id: m.temp_message_id.clone(),
-        chat_id: m.chat_id,
-        sequence_number: m.sequence_number,
-        created_at: m.created_at,
-        duplicate: sent.duplicate,
-    };
+    let ack = crate::service::ack_of(sent);
     to_user(state, m.sender, events::MESSAGE_SENT, &ack, None);
     if sent.duplicate {
         return;

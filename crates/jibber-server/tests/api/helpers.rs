@@ -169,6 +169,17 @@ impl TestApp {
         Self::reply(req.send().await.expect("send")).await
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        let res = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("metrics");
+        res.text().await.expect("text")
+    }
+
     /// POSTs a body as it is, labelled JSON (for malformed and oversized bodies).
     pub async fn post_raw(&self, path: &str, token: &str, body: String) -> Reply {
         let req = self

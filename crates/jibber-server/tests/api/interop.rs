@@ -27,9 +27,9 @@ async fn run_node(file: &str, settings: &[(&str, &str)], env: &[(&str, &str)]) {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = tokio::time::timeout(std::time::Duration::from_secs(170), cmd.output())
+    let out = tokio::time::timeout(std::time::Duration::from_secs(280), cmd.output())
         .await
-        .unwrap_or_else(|_| panic!("{file} did not finish within 170 s"))
+        .unwrap_or_else(|_| panic!("{file} did not finish within 280 s"))
         .expect("node runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -50,7 +50,10 @@ async fn official_socket_io_client_over_both_transports() {
     run_node(
         "realtime.test.mjs",
         &[("access_token_ttl", "4s"), ("typing_timeout", "2s")],
-        &[("JIBBER_TEST_TYPING_TIMEOUT_MS", "2000")],
+        &[
+            ("JIBBER_TEST_TYPING_TIMEOUT_MS", "2000"),
+            ("JIBBER_TEST_EVENT_TIMEOUT_MS", "15000"),
+        ],
     )
     .await;
 }

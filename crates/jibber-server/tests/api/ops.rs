@@ -25,15 +25,7 @@ async fn health_ready_and_metrics() {
     // Produce an error so its counter exists, then read the metrics.
     app.request(reqwest::Method::GET, "/users/me", None, None)
         .await;
-    let text = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = app.metrics().await;
     assert!(text.contains("jibber_http_requests_total"), "{text}");
     assert!(text.contains("route=\"/api/v1/health\""), "{text}");
     assert!(
@@ -205,14 +197,7 @@ async fn production_hides_internals_and_enforces_cors() {
     let cookie = login.headers["set-cookie"].to_str().expect("ascii");
     assert!(cookie.contains("Secure"), "{cookie}");
     // Corrupt a row behind the server's back so that reading it is an internal error.
-    let url = format!("sqlite://{}", app.dir.path().join("jibber.db").display());
-    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
-        .await
-        .expect("connect");
-    sqlx::query("INSERT INTO users (id, username, username_lower, registration_record, public_id_key, public_signing_key, key_bundle, created_at) VALUES ('not-a-uuid', 'zzz_broken', 'zzz_broken', x'00', x'00', x'00', x'00', 0)")
-        .execute(&mut conn)
-        .await
-        .expect("insert");
+    corrupt_a_user_row(&app).await;
     let r = app.get("/contacts", &u.access).await;
     r.assert_error(500, "INTERNAL");
     assert_eq!(r.message(), "Internal server error");
@@ -251,16 +236,26 @@ async fn production_hides_internals_and_enforces_cors() {
 async fn development_shows_internal_detail() {
     let app = spawn_app().await;
     let u = app.user("dev").await;
-    let url = format!("sqlite://{}", app.dir.path().join("jibber.db").display());
-    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
-        .await
-        .expect("connect");
-    sqlx::query("INSERT INTO users (id, username, username_lower, registration_record, public_id_key, public_signing_key, key_bundle, created_at) VALUES ('not-a-uuid', 'zzz_broken', 'zzz_broken', x'00', x'00', x'00', x'00', 0)")
-        .execute(&mut conn)
-        .await
-        .expect("insert");
+    corrupt_a_user_row(&app).await;
     let r = app.get("/contacts", &u.access).await;
     r.assert_error(500, "INTERNAL");
     assert!(r.message().contains("bad uuid"), "{}", r.body);
     app.stop().await;
+}
+
+/// Writes a user row with an invalid id behind the server's back, so that listing contacts
+/// fails inside the server (an internal error).
+async fn corrupt_a_user_row(app: &crate::helpers::TestApp) {
+    let url = format!("sqlite://{}", app.dir.path().join("jibber.db").display());
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+        .await
+        .expect("connect");
+    sqlx::query(
+        "INSERT INTO users (id, username, username_lower, registration_record, public_id_key, \
+         public_signing_key, key_bundle, created_at) \
+         VALUES ('not-a-uuid', 'zzz_broken', 'zzz_broken', x'00', x'00', x'00', x'00', 0)",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("insert");
 }

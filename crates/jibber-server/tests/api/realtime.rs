@@ -536,15 +536,7 @@ async fn a_consumer_that_stops_reading_is_bounded_and_told_to_resync() {
             r.body
         );
     }
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics().await;
     let dropped: f64 = metrics
         .lines()
         .find(|l| {
