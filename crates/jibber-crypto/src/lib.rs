@@ -1,9 +1,29 @@
-//! Jibber's cryptography, without I/O.
+//! Jibber's end-to-end cryptography, without I/O.
 //!
-//! For now this crate holds the OPAQUE cipher suite that is wire-compatible with the npm
-//! package `@serenity-kit/opaque` 1.x (facts in shared/notes/opaque.md), used by the server
-//! and by every Rust client. The end-to-end message envelope, the key bundle and safety
-//! numbers join it in later work.
+//! Per-user keys and the sealed, signed message envelope (the key bundle and safety numbers
+//! join them next), and the OPAQUE cipher suite that is wire-compatible with the npm package
+//! `@serenity-kit/opaque` 1.x (facts in shared/notes/opaque.md), used by the server and by
+//! every Rust client. Only RustCrypto and dalek primitives are used; nothing is hand-rolled.
+//!
+//! Layout:
+//! - [`keys`]: X25519 identity and Ed25519 signing keys, one generation ([`UserKeys`]), every
+//!   generation after rotations ([`KeyRing`]); secrets are zeroized, redacted, never serialized.
+//! - [`envelope`]: [`envelope::seal`], [`envelope::open`] and [`envelope::open_sent`] of a
+//!   message: AES-256-GCM under an HKDF-SHA256 key from X25519, signed with Ed25519.
+//! - [`error`]: [`CryptoError`], whose `code()` strings are part of the protocol.
+//! - the crate root: the OPAQUE [`Suite`] and its key-stretching functions.
+
+pub mod envelope;
+pub mod error;
+pub mod keys;
+mod primitives;
+
+pub use envelope::{Envelope, MessageContext};
+pub use error::CryptoError;
+pub use keys::{
+    IdentityKeyPair, KeyRing, PublicIdKey, PublicKeys, PublicSigningKey, SigningKeyPair, UserKeys,
+};
+pub use primitives::{IV_LEN, TAG_LEN, decode_b64};
 
 pub use opaque_ke;
 
