@@ -26,6 +26,8 @@ pub mod error;
 pub mod keys;
 mod primitives;
 pub mod safety;
+#[cfg(test)]
+mod vectors;
 
 pub use envelope::{Envelope, MessageContext};
 pub use error::CryptoError;
