@@ -1,9 +1,41 @@
-//! Jibber's cryptography, without I/O.
+//! Jibber's end-to-end cryptography, without I/O.
 //!
-//! For now this crate holds the OPAQUE cipher suite that is wire-compatible with the npm
-//! package `@serenity-kit/opaque` 1.x (facts in shared/notes/opaque.md), used by the server
-//! and by every Rust client. The end-to-end message envelope, the key bundle and safety
-//! numbers join it in later work.
+//! Everything a client needs to keep the server blind: per-user keys, the sealed and signed
+//! message envelope, the key bundle that carries a user's private keys between devices, and
+//! safety numbers. It also holds the OPAQUE cipher suite that is wire-compatible with the npm
+//! package `@serenity-kit/opaque` 1.x (facts in shared/notes/opaque.md), used by the server and
+//! by every Rust client. Only RustCrypto and dalek primitives are used; nothing is hand-rolled.
+//!
+//! The byte-level specification, written so the web client can implement it from that page
+//! alone, is `docs/crypto.md`; the JSON test vectors in `tests/vectors/` pin every output.
+//!
+//! Layout:
+//! - [`keys`]: X25519 identity and Ed25519 signing keys, one generation ([`UserKeys`]), every
+//!   generation after rotations ([`KeyRing`]); secrets are zeroized, redacted, never serialized.
+//! - [`envelope`]: [`envelope::seal`], [`envelope::open`] and [`envelope::open_sent`] of a
+//!   message: AES-256-GCM under an HKDF-SHA256 key from X25519, signed with Ed25519.
+//! - [`bundle`]: [`bundle::seal`] and [`bundle::open`] of a [`KeyRing`] under the OPAQUE export
+//!   key.
+//! - [`safety`]: [`SafetyNumber`] and the contact key-change check ([`safety::check_keys`]).
+//! - [`error`]: [`CryptoError`], whose `code()` strings are part of the protocol.
+//! - the crate root: the OPAQUE [`Suite`] and its key-stretching functions.
+
+pub mod bundle;
+pub mod envelope;
+pub mod error;
+pub mod keys;
+mod primitives;
+pub mod safety;
+#[cfg(test)]
+mod vectors;
+
+pub use envelope::{Envelope, MessageContext};
+pub use error::CryptoError;
+pub use keys::{
+    IdentityKeyPair, KeyRing, PublicIdKey, PublicKeys, PublicSigningKey, SigningKeyPair, UserKeys,
+};
+pub use primitives::{IV_LEN, TAG_LEN, decode_b64};
+pub use safety::{KeyChange, KeyCheck, SafetyNumber};
 
 pub use opaque_ke;
 
