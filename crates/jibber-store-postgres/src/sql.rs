@@ -157,11 +157,10 @@ pub const CHAT_LIST_AFTER: &str = concat!(
 /// One chat as member `$1` sees it.
 pub const CHAT_ONE: &str = concat!(chat_select!(), "WHERE me.user_id = $1 AND me.chat_id = $2");
 
-/// The chats `$2` (`uuid[]`) as member `$1` sees them.
+/// The chats `$2` (`uuid[]`) as member `$1` sees them, in no particular order.
 pub const CHATS_BY_IDS: &str = concat!(
     chat_select!(),
-    "WHERE me.user_id = $1 AND me.chat_id = ANY($2) \
-     ORDER BY me.last_activity DESC, me.chat_id DESC"
+    "WHERE me.user_id = $1 AND me.chat_id = ANY($2)"
 );
 
 // ------------------------------------------------------------------ messages
