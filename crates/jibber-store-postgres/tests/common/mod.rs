@@ -88,6 +88,7 @@ pub async fn open(url: &str) -> PgStore {
 }
 
 /// A store on a fresh schema.
+#[allow(dead_code)] // Not every test binary uses every helper.
 pub async fn fresh() -> PgStore {
     open(&fresh_url().await).await
 }
