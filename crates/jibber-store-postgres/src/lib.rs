@@ -712,7 +712,7 @@ impl Store for PgStore {
             state: get(&row, "state")?,
             expires_at: get(&row, "expires_at")?,
         };
-        Ok((login.expires_at > ms(now)).then_some(login))
+        Ok((login.expires_at > now).then_some(login))
     }
 
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64> {
