@@ -199,7 +199,6 @@ fn network_ip() -> Option<std::net::IpAddr> {
 
 async fn list_users(settings: Settings) -> anyhow::Result<()> {
     let store = jibber_server::open_store(&settings).await?;
-    use jibber_store::Store;
     let mut offset = 0u64;
     let mut total = 0usize;
     println!(

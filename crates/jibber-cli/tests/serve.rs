@@ -142,7 +142,7 @@ fn users_list_shows_accounts() {
     rt.block_on(async {
         let store = jibber_server::open_store(&settings).await.expect("open");
         for name in ["Zed", "amy"] {
-            jibber_store::testsuite::user(&store, name).await;
+            jibber_store::testsuite::user(&*store, name).await;
         }
         store.close().await;
     });

@@ -44,7 +44,7 @@ pub const SPECS: &[Spec] = &[
     Spec {
         key: "database_url",
         default: "",
-        help: "Database URL; empty means `sqlite://<data_dir>/jibber.db`.",
+        help: "Database URL: `sqlite://<path>` (embedded) or `postgres://<user>:<password>@<host>/<database>` (shared by several nodes); empty means `sqlite://<data_dir>/jibber.db`.",
     },
     Spec {
         key: "sqlite_synchronous",
@@ -357,8 +357,14 @@ impl Settings {
         );
         let database_url = p.parse(
             "database_url",
-            |v| (v.is_empty() || v.starts_with("sqlite:")).then(|| v.to_owned()),
-            "empty or a `sqlite://` URL (PostgreSQL is not built in yet)",
+            |v| {
+                (v.is_empty()
+                    || v.starts_with("sqlite:")
+                    || v.starts_with("postgres://")
+                    || v.starts_with("postgresql://"))
+                .then(|| v.to_owned())
+            },
+            "empty, a `sqlite://` URL or a `postgres://` URL",
         );
         let sqlite_full_sync = p.parse(
             "sqlite_synchronous",
@@ -596,6 +602,8 @@ impl Parser<'_> {
             // Never echo a secret's value back.
             let shown = if key.contains("secret") || key.contains("setup") {
                 "<hidden>".to_owned()
+            } else if key == "database_url" {
+                format!("{:?}", jibber_store_postgres::redact_url(value))
             } else {
                 format!("{value:?}")
             };
@@ -659,6 +667,26 @@ mod tests {
         assert!(text.contains("jwt_secret"), "{text}");
         assert!(text.contains("opaque_server_setup"), "{text}");
         assert!(text.contains("cors_origins"), "{text}");
+    }
+
+    #[test]
+    fn database_urls_name_the_backend() {
+        for url in [
+            "postgres://jibber@db/jibber",
+            "postgresql://jibber@db/jibber",
+            "sqlite:///var/lib/jibber/jibber.db",
+        ] {
+            let s = load(&[("JIBBER_DATABASE_URL", url)]).expect("valid");
+            assert_eq!(s.database_url, url);
+        }
+        let err = load(&[("JIBBER_DATABASE_URL", "mysql://jibber:hunter2@db/jibber")])
+            .expect_err("unsupported");
+        let text = err.to_string();
+        assert!(text.contains("database_url"), "{text}");
+        assert!(
+            !text.contains("hunter2"),
+            "the password is not echoed: {text}"
+        );
     }
 
     #[test]

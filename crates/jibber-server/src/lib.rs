@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use jibber_store::Store;
+use jibber_store_postgres::{PgConfig, PgStore, redact_url};
 use jibber_store_sqlite::{Durability, SqliteConfig, SqliteStore};
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
@@ -43,26 +44,32 @@ pub use state::AppState;
 /// A built server, not yet listening.
 pub struct App {
     pub state: AppState,
-    store: Arc<SqliteStore>,
+    store: Arc<dyn Store>,
     socket_layer: socketioxide::layer::SocketIoLayer,
 }
 
-/// Opens the store the settings name.
-pub async fn open_store(settings: &Settings) -> anyhow::Result<SqliteStore> {
-    if settings.database_url.starts_with("sqlite:")
-        && settings.database_url == default_db_url(settings)
-    {
+/// Opens the store the settings name: SQLite for `sqlite:` URLs, PostgreSQL for
+/// `postgres://` and `postgresql://` ones.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    let url = &settings.database_url;
+    let context = || format!("cannot open the database at {}", redact_url(url));
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let store = PgStore::open(&PgConfig::new(url.clone()))
+            .await
+            .with_context(context)?;
+        return Ok(Arc::new(store));
+    }
+    if url.starts_with("sqlite:") && *url == default_db_url(settings) {
         secrets::ensure_private_dir(&settings.data_dir)?;
     }
-    let mut config = SqliteConfig::new(settings.database_url.clone());
+    let mut config = SqliteConfig::new(url.clone());
     config.durability = if settings.sqlite_full_sync {
         Durability::Full
     } else {
         Durability::Normal
     };
-    SqliteStore::open(&config)
-        .await
-        .with_context(|| format!("cannot open the database at {}", settings.database_url))
+    let store = SqliteStore::open(&config).await.with_context(context)?;
+    Ok(Arc::new(store))
 }
 
 fn default_db_url(settings: &Settings) -> String {
@@ -73,7 +80,7 @@ impl App {
     /// Opens storage, loads or creates secrets, and wires the routes.
     pub async fn build(settings: Settings) -> anyhow::Result<App> {
         let secrets = secrets::load(&settings)?;
-        let store = Arc::new(open_store(&settings).await?);
+        let store = open_store(&settings).await?;
         let opaque = auth::opaque::parse_server_setup(secrets.opaque_setup.expose_secret())
             .map_err(|_| anyhow::anyhow!("the OPAQUE server setup is invalid"))?;
         let tokens = auth::tokens::AccessTokens::new(&secrets.jwt, settings.access_token_ttl);
@@ -83,7 +90,7 @@ impl App {
         );
         let (socket_layer, realtime) = realtime::build(&settings);
         let state = AppState(Arc::new(state::Inner {
-            store: store.clone() as Arc<dyn Store>,
+            store: store.clone(),
             tokens,
             opaque,
             auth_limits,

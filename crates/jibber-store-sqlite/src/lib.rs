@@ -360,6 +360,10 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn close(&self) {
+        SqliteStore::close(self).await;
+    }
+
     async fn create_user(&self, u: NewUser) -> Result<UserRecord> {
         let _t = Timer::start("create_user");
         let res = sqlx::query(sql::INSERT_USER)

@@ -1,10 +1,11 @@
 //! The storage seam of Jibber.
 //!
-//! Handlers talk to a [`Store`]; each backend (`jibber-store-sqlite`, later PostgreSQL) lives
-//! in its own crate with its own migrations. Everything above this trait is backend-agnostic.
+//! Handlers talk to a [`Store`]; each backend (`jibber-store-sqlite`, `jibber-store-postgres`)
+//! lives in its own crate with its own migrations. Everything above this trait is
+//! backend-agnostic.
 //!
-//! Guarantees every backend must keep (the shared suite in `jibber-store-sqlite`'s tests checks
-//! them):
+//! Guarantees every backend must keep (the shared suite in the `testsuite` module, which each
+//! backend's `tests/suite.rs` runs, checks them):
 //! - a chat's sequence numbers start at 1 and have no gap or duplicate, assigned in the database
 //!   inside the transaction that stores the message;
 //! - `(sender, tempMessageId)` is unique: a repeated send returns the first message;
@@ -186,6 +187,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// A round trip to the database.
     async fn ping(&self) -> Result<()>;
+
+    /// Closes the store's connections, waiting for those in use to be returned. Called once at
+    /// shutdown; the store must not be used afterwards.
+    async fn close(&self) {}
 
     // ------------------------------------------------------------ users
 
