@@ -184,8 +184,8 @@ pub enum LogFormat {
     Pretty,
 }
 
-/// The validated settings of one server.
-#[derive(Debug, Clone)]
+/// The validated settings of one server. `Debug` hides the secrets and the database password.
+#[derive(Clone)]
 pub struct Settings {
     pub mode: Mode,
     pub host: IpAddr,
@@ -215,6 +215,22 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     pub log_format: LogFormat,
     pub log_level: String,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("mode", &self.mode)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("data_dir", &self.data_dir)
+            .field(
+                "database_url",
+                &jibber_store_postgres::redact_url(&self.database_url),
+            )
+            .field("cors_origins", &self.cors_origins)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Every problem found while loading settings, reported at once.
@@ -687,6 +703,18 @@ mod tests {
             !text.contains("hunter2"),
             "the password is not echoed: {text}"
         );
+    }
+
+    #[test]
+    fn debug_hides_the_database_password() {
+        let s = load(&[(
+            "JIBBER_DATABASE_URL",
+            "postgres://jibber:hunter2secret@db.internal/jibber",
+        )])
+        .expect("valid");
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("hunter2secret"), "{shown}");
+        assert!(shown.contains("db.internal"), "{shown}");
     }
 
     #[test]

@@ -259,3 +259,21 @@ async fn corrupt_a_user_row(app: &crate::helpers::TestApp) {
     .await
     .expect("insert");
 }
+
+#[tokio::test]
+async fn health_is_503_and_requests_are_service_unavailable_without_the_database() {
+    let app = spawn_app().await;
+    let u = app.user("nodb").await;
+    app.state.store.close().await;
+    let h = app
+        .request(reqwest::Method::GET, "/health", None, None)
+        .await;
+    assert_eq!(h.status, StatusCode::SERVICE_UNAVAILABLE, "{}", h.body);
+    assert_eq!(h.body["success"], json!(false));
+    assert_eq!(h.data()["status"], json!("unavailable"));
+    assert_eq!(h.data()["database"]["ok"], json!(false));
+    let r = app.get("/chats", &u.access).await;
+    r.assert_error(503, "SERVICE_UNAVAILABLE");
+    assert!(!r.message().contains("pool"), "no internals: {}", r.body);
+    app.stop().await;
+}
