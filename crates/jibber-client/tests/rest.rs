@@ -1,0 +1,168 @@
+//! The SDK against the real server: sign-up, login with the key bundle, encrypted messages,
+//! token refresh.
+
+use jibber_client::{ClientError, Session, login, register};
+use jibber_proto::ErrorCode;
+use jibber_server::{App, Settings, Sources};
+use tokio::sync::oneshot;
+
+struct Server {
+    base: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+async fn server(extra: &[(&str, &str)]) -> Server {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut flags = vec![
+        ("data_dir".to_owned(), dir.path().display().to_string()),
+        ("auth_rate_per_ip".to_owned(), "100000".to_owned()),
+        ("auth_rate_per_username".to_owned(), "100000".to_owned()),
+    ];
+    flags.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    let settings = Settings::load(&Sources {
+        flags,
+        ..Sources::default()
+    })
+    .expect("settings");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let app = App::build(settings).await.expect("build");
+    let (tx, rx) = oneshot::channel();
+    let task = tokio::spawn(app.serve(listener, async move {
+        let _ = rx.await;
+    }));
+    Server {
+        base,
+        stop: Some(tx),
+        task,
+        _dir: dir,
+    }
+}
+
+impl Server {
+    async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        self.task.await.expect("join").expect("serve");
+    }
+}
+
+async fn user(s: &Server, name: &str) -> Session {
+    let ksf = jibber_crypto::test_ksf();
+    register(&s.base, name, &format!("pw-{name}"), &ksf)
+        .await
+        .expect("register");
+    login(&s.base, name, &format!("pw-{name}"), &ksf)
+        .await
+        .expect("login")
+}
+
+#[tokio::test]
+async fn two_users_exchange_encrypted_messages() {
+    let s = server(&[]).await;
+    let alice = user(&s, "alice").await;
+    let bob = user(&s, "bob").await;
+    let bob_public = alice.user_profile(bob.user().id).await.expect("profile");
+    let chat = alice.open_chat(bob.user().id).await.expect("chat");
+    let ack = alice
+        .send_text(chat.id, &bob_public, "hello bob", "t-1")
+        .await
+        .expect("send");
+    assert_eq!(ack.sequence_number, 1);
+    // A retry with the same key is the same message.
+    let again = alice
+        .send_text(chat.id, &bob_public, "hello bob", "t-1")
+        .await
+        .expect("resend");
+    assert!(again.duplicate);
+    assert_eq!(again.message_id, ack.message_id);
+
+    let alice_public = bob.user_profile(alice.user().id).await.expect("profile");
+    let msgs = bob.messages_since(chat.id, 0).await.expect("history");
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(
+        bob.decrypt(&msgs[0], &alice_public).expect("decrypt"),
+        "hello bob"
+    );
+    // The server stored no plaintext.
+    assert!(!String::from_utf8_lossy(msgs[0].cipher.as_bytes()).contains("hello bob"));
+    // Alice reads her own sent message back (as another device of hers would).
+    assert_eq!(
+        alice.decrypt(&msgs[0], &bob_public).expect("own"),
+        "hello bob"
+    );
+    // A tampered message is refused with the crypto error code.
+    let mut forged = msgs[0].clone();
+    forged.cipher.0[5] ^= 1;
+    let err = bob.decrypt(&forged, &alice_public).expect_err("tampered");
+    assert!(
+        matches!(err, ClientError::Crypto { source: ref e } if e.code() == "BAD_SIGNATURE"),
+        "{err}"
+    );
+    // A key the directory does not list for the sender is a KEY_MISMATCH.
+    let eve = user(&s, "eve").await;
+    let eve_public = bob.user_profile(eve.user().id).await.expect("profile");
+    let err = bob
+        .decrypt(&msgs[0], &eve_public)
+        .expect_err("wrong directory");
+    assert!(
+        matches!(err, ClientError::Crypto { source: ref e } if e.code() == "KEY_MISMATCH"),
+        "{err}"
+    );
+
+    let read = bob.mark_read(chat.id, 1).await.expect("read");
+    assert_eq!(read["unreadCount"], serde_json::json!(0));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_new_device_recovers_the_keys_with_the_password() {
+    let s = server(&[]).await;
+    let ksf = jibber_crypto::test_ksf();
+    let first = user(&s, "carol").await;
+    let second = login(&s.base, "carol", "pw-carol", &ksf)
+        .await
+        .expect("second device");
+    assert_eq!(
+        first.key_ring().current().public_keys(),
+        second.key_ring().current().public_keys(),
+        "the same keys come out of the bundle"
+    );
+    let wrong = login(&s.base, "carol", "not the password", &ksf)
+        .await
+        .expect_err("wrong password");
+    assert!(matches!(wrong, ClientError::InvalidCredentials), "{wrong}");
+    let unknown = login(&s.base, "nobody_at_all", "x", &ksf)
+        .await
+        .expect_err("unknown user");
+    assert!(
+        matches!(unknown, ClientError::InvalidCredentials),
+        "{unknown}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn tokens_refresh_before_they_expire_and_logout_revokes() {
+    // Access tokens live 1 s: every call refreshes first (the margin is 60 s).
+    let s = server(&[("access_token_ttl", "1s")]).await;
+    let dave = user(&s, "dave").await;
+    let before = dave.refresh_token();
+    for _ in 0..3 {
+        assert_eq!(dave.me().await.expect("me").username, "dave");
+    }
+    assert_ne!(dave.refresh_token(), before, "the refresh token rotated");
+    dave.logout().await.expect("logout");
+    let err = dave.me().await.expect_err("logged out");
+    assert_eq!(err.code(), Some(ErrorCode::InvalidToken), "{err}");
+    s.stop().await;
+}
