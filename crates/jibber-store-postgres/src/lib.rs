@@ -34,6 +34,7 @@ use async_trait::async_trait;
 use jibber_proto::api::{
     Change, Chat, DeliveredReceipt, DeliveryStatus, Message, PublicUser, ReadReceipt,
 };
+use jibber_store::feed::{self, FeedRow};
 use jibber_store::util::{from_ms, like_escape, to_ms};
 use jibber_store::{
     ChatCursor, ChatForUser, NewMessage, NewRefreshToken, NewUser, PendingLogin, RefreshCheck,
@@ -199,6 +200,19 @@ impl Drop for Timer {
         metrics::histogram!("jibber_db_query_duration_seconds", "op" => self.op, "backend" => "postgres")
             .record(self.start.elapsed().as_secs_f64());
     }
+}
+
+/// Decodes a row of [`sql::FEED`].
+fn feed_row(row: &PgRow) -> Result<FeedRow> {
+    Ok(FeedRow {
+        cursor: get(row, "seq")?,
+        kind: get(row, "kind")?,
+        chat_id: get(row, "chat_id")?,
+        message_id: get(row, "message_id")?,
+        actor_id: get(row, "actor_id")?,
+        up_to_seq: get(row, "up_to_seq")?,
+        at: get(row, "at")?,
+    })
 }
 
 fn get<'r, T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>>(
@@ -1074,18 +1088,7 @@ impl Store for PgStore {
             });
         }
         drop(tx);
-        // Not changed: either not the receiver's message (not found) or already delivered.
-        let msg = self.message_for(me, message).await?;
-        if msg.receiver != me {
-            return Err(StoreError::NotFound);
-        }
-        Ok(DeliveredReceipt {
-            message_id: message,
-            chat_id: msg.chat_id,
-            sequence_number: msg.sequence_number,
-            delivered_at: msg.delivered_at.or(msg.read_at).unwrap_or(msg.created_at),
-            changed: false,
-        })
+        feed::unchanged_delivery(me, &self.message_for(me, message).await?)
     }
 
     async fn mark_read(
@@ -1154,16 +1157,8 @@ impl Store for PgStore {
             .fetch_all(&self.pool)
             .await
             .map_err(backend_err)?;
-        let mut message_ids = Vec::new();
-        let mut chat_ids = Vec::new();
-        for row in &rows {
-            let kind: String = get(row, "kind")?;
-            match kind.as_str() {
-                "message" => message_ids.extend(get::<Option<Uuid>>(row, "message_id")?),
-                "chat" => chat_ids.push(get::<Uuid>(row, "chat_id")?),
-                _ => {}
-            }
-        }
+        let rows = rows.iter().map(feed_row).collect::<Result<Vec<_>>>()?;
+        let (message_ids, chat_ids) = feed::wanted(&rows);
         // Two more queries at most, whatever the number of changes.
         let messages = self.messages_by_ids(&message_ids).await?;
         let chats = if chat_ids.is_empty() {
@@ -1177,52 +1172,7 @@ impl Store for PgStore {
                 .map_err(backend_err)?;
             rows.iter().map(chat_from_row).collect::<Result<Vec<_>>>()?
         };
-        let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let cursor: i64 = get(row, "seq")?;
-            let kind: String = get(row, "kind")?;
-            let chat_id: Uuid = get(row, "chat_id")?;
-            let at: OffsetDateTime = get(row, "at")?;
-            match kind.as_str() {
-                "message" => {
-                    let id: Option<Uuid> = get(row, "message_id")?;
-                    if let Some(message) = messages.iter().find(|m| Some(m.id) == id) {
-                        out.push(Change::Message {
-                            cursor,
-                            message: Box::new(message.clone()),
-                        });
-                    }
-                }
-                "delivered" => out.push(Change::Delivered {
-                    cursor,
-                    chat_id,
-                    message_id: get::<Option<Uuid>>(row, "message_id")?.unwrap_or_default(),
-                    sequence_number: get::<Option<i64>>(row, "up_to_seq")?.unwrap_or_default(),
-                    delivered_at: at,
-                }),
-                "read" => out.push(Change::Read {
-                    cursor,
-                    chat_id,
-                    reader: get::<Option<Uuid>>(row, "actor_id")?.unwrap_or_default(),
-                    up_to_sequence: get::<Option<i64>>(row, "up_to_seq")?.unwrap_or_default(),
-                    read_at: at,
-                }),
-                "chat" => {
-                    if let Some(chat) = chats.iter().find(|c| c.id == chat_id) {
-                        out.push(Change::Chat {
-                            cursor,
-                            chat: Box::new(chat.clone()),
-                        });
-                    }
-                }
-                other => {
-                    return Err(StoreError::Backend(format!(
-                        "unknown change kind {other:?}"
-                    )));
-                }
-            }
-        }
-        Ok(out)
+        feed::assemble(rows, &messages, &chats)
     }
 }
 

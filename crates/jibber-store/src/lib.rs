@@ -19,6 +19,7 @@ use jibber_proto::api::{Change, Chat, DeliveredReceipt, Message, PublicUser, Rea
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+pub mod feed;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
 pub mod util;
