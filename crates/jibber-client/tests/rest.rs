@@ -3,60 +3,9 @@
 
 use jibber_client::{ClientError, Session, login, register};
 use jibber_proto::ErrorCode;
-use jibber_server::{App, Settings, Sources};
-use tokio::sync::oneshot;
+use jibber_server::testing::TestServer;
 
-struct Server {
-    base: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    _dir: tempfile::TempDir,
-}
-
-async fn server(extra: &[(&str, &str)]) -> Server {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut flags = vec![
-        ("data_dir".to_owned(), dir.path().display().to_string()),
-        ("auth_rate_per_ip".to_owned(), "100000".to_owned()),
-        ("auth_rate_per_username".to_owned(), "100000".to_owned()),
-    ];
-    flags.extend(
-        extra
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-    );
-    let settings = Settings::load(&Sources {
-        flags,
-        ..Sources::default()
-    })
-    .expect("settings");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let app = App::build(settings).await.expect("build");
-    let (tx, rx) = oneshot::channel();
-    let task = tokio::spawn(app.serve(listener, async move {
-        let _ = rx.await;
-    }));
-    Server {
-        base,
-        stop: Some(tx),
-        task,
-        _dir: dir,
-    }
-}
-
-impl Server {
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        self.task.await.expect("join").expect("serve");
-    }
-}
-
-async fn user(s: &Server, name: &str) -> Session {
+async fn user(s: &TestServer, name: &str) -> Session {
     let ksf = jibber_crypto::test_ksf();
     register(&s.base, name, &format!("pw-{name}"), &ksf)
         .await
@@ -68,7 +17,7 @@ async fn user(s: &Server, name: &str) -> Session {
 
 #[tokio::test]
 async fn two_users_exchange_encrypted_messages() {
-    let s = server(&[]).await;
+    let s = TestServer::start(&[]).await;
     let alice = user(&s, "alice").await;
     let bob = user(&s, "bob").await;
     let bob_public = alice.user_profile(bob.user().id).await.expect("profile");
@@ -126,7 +75,7 @@ async fn two_users_exchange_encrypted_messages() {
 
 #[tokio::test]
 async fn a_new_device_recovers_the_keys_with_the_password() {
-    let s = server(&[]).await;
+    let s = TestServer::start(&[]).await;
     let ksf = jibber_crypto::test_ksf();
     let first = user(&s, "carol").await;
     let second = login(&s.base, "carol", "pw-carol", &ksf)
@@ -154,7 +103,7 @@ async fn a_new_device_recovers_the_keys_with_the_password() {
 #[tokio::test]
 async fn tokens_refresh_before_they_expire_and_logout_revokes() {
     // Access tokens live 1 s: every call refreshes first (the margin is 60 s).
-    let s = server(&[("access_token_ttl", "1s")]).await;
+    let s = TestServer::start(&[("access_token_ttl", "1s")]).await;
     let dave = user(&s, "dave").await;
     let before = dave.refresh_token();
     for _ in 0..3 {

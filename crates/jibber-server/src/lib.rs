@@ -37,6 +37,8 @@ pub mod secrets;
 pub mod service;
 pub mod state;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use config::{Settings, Sources};
 pub use state::AppState;

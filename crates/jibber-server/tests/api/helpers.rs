@@ -7,20 +7,23 @@ use jibber_crypto::opaque_ke::{
     ClientRegistrationFinishParameters, CredentialResponse, Identifiers, RegistrationResponse,
 };
 use jibber_proto::B64;
-use jibber_server::{App, AppState, Settings, Sources};
+use jibber_server::testing::TestServer;
 use rand::rngs::OsRng;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
 use uuid::Uuid;
 
+/// The real server (`base`, `state`, `dir` through `Deref`) and an HTTP client.
 pub struct TestApp {
-    pub base: String,
     pub http: reqwest::Client,
-    pub state: AppState,
-    pub dir: tempfile::TempDir,
-    shutdown: Option<oneshot::Sender<()>>,
-    pub server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    server: TestServer,
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = TestServer;
+    fn deref(&self) -> &TestServer {
+        &self.server
+    }
 }
 
 /// A reply: status, headers and the JSON body (Null when there is none).
@@ -89,40 +92,9 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts a server with extra settings (key, value) on top of test defaults.
 pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut flags = vec![
-        ("data_dir".to_owned(), dir.path().display().to_string()),
-        ("host".to_owned(), "127.0.0.1".to_owned()),
-        ("port".to_owned(), "0".to_owned()),
-        ("auth_rate_per_ip".to_owned(), "100000".to_owned()),
-        ("auth_rate_per_username".to_owned(), "100000".to_owned()),
-    ];
-    for (k, v) in extra {
-        flags.retain(|(key, _)| key != k);
-        flags.push(((*k).to_owned(), (*v).to_owned()));
-    }
-    let settings = Settings::load(&Sources {
-        flags,
-        ..Sources::default()
-    })
-    .expect("settings");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let app = App::build(settings).await.expect("build");
-    let state = app.state.clone();
-    let (tx, rx) = oneshot::channel();
-    let server = tokio::spawn(app.serve(listener, async move {
-        let _ = rx.await;
-    }));
     TestApp {
-        base: format!("http://{addr}"),
-        http: reqwest::Client::builder().build().expect("client"),
-        state,
-        dir,
-        shutdown: Some(tx),
-        server: Some(server),
+        http: reqwest::Client::new(),
+        server: TestServer::start(extra).await,
     }
 }
 
@@ -332,17 +304,8 @@ impl TestApp {
     }
 
     /// Stops the server and waits for it to finish.
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(server) = self.server.take() {
-            tokio::time::timeout(std::time::Duration::from_secs(15), server)
-                .await
-                .expect("server stops in time")
-                .expect("join")
-                .expect("server result");
-        }
+    pub async fn stop(self) {
+        self.server.stop().await;
     }
 }
 
