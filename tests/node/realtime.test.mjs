@@ -381,7 +381,10 @@ function refused(answer, code, event, what) {
   return answer.error;
 }
 
-/** Expects the handshake to be refused; resolves with the connect_error's message. */
+/**
+ * Expects the handshake to be refused; resolves with the connect_error's message after checking
+ * that its `data.code` is the one API.md pairs with that message.
+ */
 function refusal(transport, auth) {
   const socket = newSocket(transport, auth);
   return new Promise((resolve, reject) => {
@@ -392,8 +395,15 @@ function refusal(transport, auth) {
     });
     socket.once('connect_error', (err) => {
       clearTimeout(timer);
-      assert.equal(socket.connected, false);
-      resolve(err.message);
+      const codes = {
+        'No token provided': 'UNAUTHENTICATED',
+        'Token expired': 'TOKEN_EXPIRED',
+        'Invalid token': 'INVALID_TOKEN',
+      };
+      if (socket.connected) reject(new Error('connected after connect_error'));
+      else if (err.data?.code !== codes[err.message]) {
+        reject(new Error(`connect_error "${err.message}" has data ${show(err.data)}, expected code ${codes[err.message]}`));
+      } else resolve(err.message);
     });
   });
 }

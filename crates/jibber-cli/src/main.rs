@@ -5,7 +5,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use jibber_cli::client;
 use jibber_server::{Settings, Sources};
+
+mod migrate;
 
 #[derive(Parser)]
 #[command(
@@ -32,11 +35,52 @@ enum Command {
     },
     /// Print every setting with its default, as a Markdown table.
     Config,
+    /// Copy an embedded SQLite installation into PostgreSQL (docs/operations.md).
+    MigrateData(migrate::MigrateArgs),
     /// Make secrets for a production configuration.
     Secrets {
         #[command(subcommand)]
         command: SecretsCommand,
     },
+    /// Create an account (password from JIBBER_PASSWORD or asked).
+    Register(client::RegisterArgs),
+    /// Send one encrypted message (password from JIBBER_PASSWORD or asked).
+    Send(client::SendArgs),
+    /// Print incoming messages as they arrive, decrypted (lines or JSON).
+    Tail(client::TailArgs),
+    /// Create the demo accounts (tini, alice, bob, carol) with encrypted conversations.
+    Seed(client::SeedArgs),
+    /// The terminal client: log in, chats, conversations, safety numbers.
+    Chat(ChatArgs),
+    /// The load generator: relay, ceiling, idle, storm (BENCHMARKS.md).
+    Bench {
+        #[command(subcommand)]
+        command: jibber_cli::bench::BenchCommand,
+    },
+}
+
+#[derive(Args)]
+struct ChatArgs {
+    /// The server's address.
+    #[arg(long, env = "JIBBER_SERVER", default_value = "http://localhost:8080")]
+    server: String,
+    /// Pre-fill the username.
+    #[arg(long, short = 'u', env = "JIBBER_USERNAME", default_value = "")]
+    username: String,
+    /// websocket or polling.
+    #[arg(long, default_value = "websocket")]
+    transport: jibber_client::sio::Transport,
+    /// Where unsent messages are kept (default: $XDG_DATA_HOME/jibber or ~/.local/share/jibber).
+    #[arg(long, env = "JIBBER_CLIENT_DIR")]
+    client_dir: Option<PathBuf>,
+}
+
+/// The client's data directory by the XDG convention.
+fn client_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .map(|d| d.join("jibber"))
 }
 
 #[derive(Args, Default)]
@@ -146,6 +190,30 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::MigrateData(args) => {
+            for (table, rows) in tokio::runtime::Runtime::new()?.block_on(migrate::run(args))? {
+                println!("{table}: {rows} rows");
+            }
+            println!("done: every table copied and counted in one transaction");
+            Ok(())
+        }
+        Command::Register(args) => run_client(client::register(args)),
+        Command::Send(args) => run_client(client::send(args)),
+        Command::Tail(args) => run_client(client::tail(args)),
+        Command::Seed(args) => run_client(client::seed(args)),
+        Command::Bench { command } => {
+            tokio::runtime::Runtime::new()?.block_on(jibber_cli::bench::run(command))
+        }
+        Command::Chat(args) => {
+            let setup = jibber_cli::tui::Setup {
+                server: args.server,
+                username: args.username,
+                transport: args.transport,
+                data_dir: args.client_dir.or_else(client_dir),
+                ksf: client::ksf,
+            };
+            tokio::runtime::Runtime::new()?.block_on(jibber_cli::tui::run_terminal(setup))
+        }
         Command::Secrets { command } => {
             match command {
                 SecretsCommand::OpaqueSetup => {
@@ -158,6 +226,16 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Runs a client command and exits with its code (see `client`).
+fn run_client(work: impl std::future::Future<Output = client::Outcome>) -> anyhow::Result<()> {
+    let outcome = tokio::runtime::Runtime::new()?.block_on(work);
+    if let Err(f) = outcome {
+        eprintln!("jibber: {}", f.message);
+        std::process::exit(f.code);
+    }
+    Ok(())
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {

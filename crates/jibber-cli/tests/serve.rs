@@ -1,47 +1,19 @@
 //! `jibber serve` as a newcomer runs it: the real binary in an empty directory.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+mod common;
+
+use std::process::Command;
 use std::time::Duration;
 
-fn jibber() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_jibber"))
-}
+use common::{Server, jibber};
 
 #[test]
 fn serve_in_an_empty_directory_answers_health_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = jibber()
-        .args(["serve", "--port", "0"])
-        .current_dir(dir.path())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn jibber");
-    // Read the printed addresses on a thread, so a silent server fails by timeout.
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut lines = Vec::new();
-    let port = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("jibber prints its address");
-        lines.push(line.clone());
-        if let Some(rest) = line.trim().strip_prefix("local:   http://localhost:") {
-            break rest.trim_end_matches('/').parse::<u16>().expect("port");
-        }
-    };
-    let network = rx
+    let mut server = Server::spawn(dir.path(), &[]);
+    let port = server.port;
+    let network = server
+        .stdout
         .recv_timeout(Duration::from_secs(5))
         .expect("network line");
     assert!(network.trim().starts_with("network:"), "{network}");
@@ -65,7 +37,7 @@ fn serve_in_an_empty_directory_answers_health_and_stops_on_sigterm() {
     assert!(dir.path().join("jibber-data/jibber.db").exists());
     assert!(dir.path().join("jibber-data/secrets/jwt_secret").exists());
 
-    let pid = child.id().to_string();
+    let pid = server.child.id().to_string();
     assert!(
         Command::new("kill")
             .args(["-TERM", &pid])
@@ -73,14 +45,7 @@ fn serve_in_an_empty_directory_answers_health_and_stops_on_sigterm() {
             .expect("kill")
             .success()
     );
-    let (done_tx, done_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = done_tx.send(child.wait());
-    });
-    let exit = done_rx
-        .recv_timeout(Duration::from_secs(15))
-        .expect("jibber exits within 15 s")
-        .expect("wait");
+    let exit = server.wait_exit(Duration::from_secs(15));
     assert!(exit.success(), "exit status {exit:?}");
 }
 

@@ -8,7 +8,15 @@
 //! - [`Session`]: an authenticated client; refreshes its access token before it expires and
 //!   once more on a `TOKEN_EXPIRED` answer; sends and decrypts messages.
 //!
-//! The Socket.IO side, the on-disk outbox and the local cache come next (issue 4).
+//! - [`sio`]: a Socket.IO v4 client (WebSocket or long-polling) for one connection.
+//! - [`realtime::Client`]: the resilient client applications use: reconnects forever with
+//!   backoff and jitter, refreshes its token in-band, keeps unsent messages in an [`outbox`] on
+//!   disk, catches up after any gap, and hands everything to the application as typed
+//!   [`realtime::Event`]s.
+
+pub mod outbox;
+pub mod realtime;
+pub mod sio;
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -49,6 +57,15 @@ pub enum ClientError {
     /// Wrong password or unknown user (OPAQUE cannot tell them apart, by design).
     #[error("invalid username or password")]
     InvalidCredentials,
+    /// The local outbox could not be read or written.
+    #[error("local storage: {0}")]
+    Storage(String),
+    /// The socket failed (see [`sio::SioError`]).
+    #[error("socket: {0}")]
+    Socket(#[from] sio::SioError),
+    /// An event was refused by the server with its stable code.
+    #[error("{}: {}", .0.code, .0.message)]
+    Event(jibber_proto::events::EventError),
     /// A message or key bundle failed its cryptographic checks.
     #[error("{code}: {source}", code = .source.code())]
     Crypto {
@@ -62,7 +79,27 @@ impl ClientError {
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             ClientError::Api(body) => Some(body.code),
+            ClientError::Event(e) => Some(e.code),
+            ClientError::Socket(sio::SioError::Refused { code, .. }) => *code,
             _ => None,
+        }
+    }
+
+    /// Whether trying again later can succeed (the server or network was the problem, not the
+    /// request).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Unreachable(_) | ClientError::Socket(_) | ClientError::Storage(_) => true,
+            ClientError::Api(_) | ClientError::Event(_) => matches!(
+                self.code(),
+                Some(
+                    ErrorCode::RateLimited
+                        | ErrorCode::Internal
+                        | ErrorCode::ServiceUnavailable
+                        | ErrorCode::TokenExpired
+                )
+            ),
+            _ => false,
         }
     }
 }
@@ -79,6 +116,19 @@ async fn call<T: DeserializeOwned>(
     token: Option<&str>,
     body: Option<&serde_json::Value>,
 ) -> Result<T, ClientError> {
+    call_envelope(http, method, url, token, body)
+        .await
+        .map(|e| e.data)
+}
+
+/// One HTTP exchange: the whole success envelope (with `pagination`), or the error.
+async fn call_envelope<T: DeserializeOwned>(
+    http: &reqwest::Client,
+    method: Method,
+    url: String,
+    token: Option<&str>,
+    body: Option<&serde_json::Value>,
+) -> Result<Wrapped<T>, ClientError> {
     let mut req = http.request(method, url);
     if let Some(t) = token {
         req = req.bearer_auth(t);
@@ -90,9 +140,8 @@ async fn call<T: DeserializeOwned>(
     let status = res.status();
     let bytes = res.bytes().await.map_err(unreachable)?;
     if status.is_success() {
-        let envelope: Wrapped<T> = serde_json::from_slice(&bytes)
-            .map_err(|e| ClientError::Protocol(format!("HTTP {status}: {e}")))?;
-        return Ok(envelope.data);
+        return serde_json::from_slice(&bytes)
+            .map_err(|e| ClientError::Protocol(format!("HTTP {status}: {e}")));
     }
     match serde_json::from_slice::<ErrorEnvelope>(&bytes) {
         Ok(e) => Err(ClientError::Api(e.error)),
@@ -114,6 +163,18 @@ pub async fn register(
     username: &str,
     password: &str,
     ksf: &argon2::Argon2<'static>,
+) -> Result<Me, ClientError> {
+    register_with(base, username, password, ksf, None, None).await
+}
+
+/// [`register`] with the optional profile fields of API.md.
+pub async fn register_with(
+    base: &str,
+    username: &str,
+    password: &str,
+    ksf: &argon2::Argon2<'static>,
+    display_name: Option<&str>,
+    email: Option<&str>,
 ) -> Result<Me, ClientError> {
     let http = reqwest::Client::new();
     let start = ClientRegistration::<Suite>::start(&mut OsRng, password.as_bytes())
@@ -141,13 +202,19 @@ pub async fn register(
     let ring = KeyRing::generate();
     let public = ring.current().public_keys();
     let sealed = bundle::seal(&ring, &finish.export_key)?;
-    let body = json!({
+    let mut body = json!({
         "username": username,
         "registrationRecord": B64::encode(&finish.message.serialize()),
         "publicIdKey": B64::encode(public.id_key.as_bytes()),
         "publicSigningKey": B64::encode(public.signing_key.as_bytes()),
         "keyBundle": B64::encode(&sealed),
     });
+    if let Some(name) = display_name {
+        body["displayName"] = json!(name);
+    }
+    if let Some(email) = email {
+        body["email"] = json!(email);
+    }
     #[derive(serde::Deserialize)]
     struct Created {
         user: Me,
@@ -170,6 +237,18 @@ pub async fn login(
     password: &str,
     ksf: &argon2::Argon2<'static>,
 ) -> Result<Session, ClientError> {
+    login_with_export_key(base, username, password, ksf)
+        .await
+        .map(|(session, _)| session)
+}
+
+/// [`login`], also returning the OPAQUE export key (which seals the key bundle).
+async fn login_with_export_key(
+    base: &str,
+    username: &str,
+    password: &str,
+    ksf: &argon2::Argon2<'static>,
+) -> Result<(Session, zeroize::Zeroizing<Vec<u8>>), ClientError> {
     let http = reqwest::Client::new();
     let start = ClientLogin::<Suite>::start(&mut OsRng, password.as_bytes())
         .map_err(|e| ClientError::Protocol(format!("OPAQUE: {e:?}")))?;
@@ -211,7 +290,8 @@ pub async fn login(
     )
     .await?;
     let ring = bundle::open(sealed.key_bundle.as_bytes(), &finish.export_key)?;
-    Ok(Session {
+    let export_key = zeroize::Zeroizing::new(finish.export_key.to_vec());
+    let session = Session {
         http,
         base: base.trim_end_matches('/').to_owned(),
         user: tokens.user,
@@ -219,15 +299,18 @@ pub async fn login(
         tokens: Mutex::new(Tokens {
             access: tokens.access_token,
             expires_at: Instant::now() + Duration::from_secs(tokens.expires_in),
+            lifetime: Duration::from_secs(tokens.expires_in),
             refresh: tokens.refresh_token,
         }),
         refreshing: tokio::sync::Mutex::new(()),
-    })
+    };
+    Ok((session, export_key))
 }
 
 struct Tokens {
     access: String,
     expires_at: Instant,
+    lifetime: Duration,
     refresh: String,
 }
 
@@ -265,18 +348,29 @@ impl Session {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The server's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// How long until the access token should be refreshed (zero when it is due now): a
+    /// minute before it expires, or after three quarters of its life when it is short.
+    pub fn refresh_due_in(&self) -> Duration {
+        let t = self.tokens();
+        let margin = REFRESH_MARGIN.min(t.lifetime / 4);
+        t.expires_at
+            .saturating_duration_since(Instant::now() + margin)
+    }
+
     /// The current refresh token (for a client that persists its session).
     pub fn refresh_token(&self) -> String {
         self.tokens().refresh.clone()
     }
 
-    /// An access token with at least [`REFRESH_MARGIN`] left (refreshing first if needed).
+    /// An access token that is not yet due for refresh (refreshing first if it is).
     pub async fn access_token(&self) -> Result<String, ClientError> {
-        {
-            let t = self.tokens();
-            if t.expires_at > Instant::now() + REFRESH_MARGIN {
-                return Ok(t.access.clone());
-            }
+        if !self.refresh_due_in().is_zero() {
+            return Ok(self.tokens().access.clone());
         }
         self.refresh().await
     }
@@ -297,7 +391,8 @@ impl Session {
         let mut t = self.tokens();
         t.access = fresh.access_token.clone();
         t.refresh = fresh.refresh_token;
-        t.expires_at = Instant::now() + Duration::from_secs(fresh.expires_in);
+        t.lifetime = Duration::from_secs(fresh.expires_in);
+        t.expires_at = Instant::now() + t.lifetime;
         Ok(fresh.access_token)
     }
 
@@ -308,13 +403,34 @@ impl Session {
         path: &str,
         body: Option<&B>,
     ) -> Result<T, ClientError> {
+        self.request_envelope(method, path, body)
+            .await
+            .map(|e| e.data)
+    }
+
+    /// A GET of one page of a list (`data` and `pagination`).
+    async fn request_paged<T: DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<Wrapped<Vec<T>>, ClientError> {
+        self.request_envelope::<Vec<T>, ()>(Method::GET, path, None)
+            .await
+    }
+
+    /// An authenticated call returning the whole success envelope.
+    async fn request_envelope<T: DeserializeOwned, B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<Wrapped<T>, ClientError> {
         let body = body
             .map(serde_json::to_value)
             .transpose()
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         let token = self.access_token().await?;
         let url = api_url(&self.base, path);
-        match call(
+        match call_envelope(
             &self.http,
             method.clone(),
             url.clone(),
@@ -325,7 +441,7 @@ impl Session {
         {
             Err(ClientError::Api(e)) if e.code == ErrorCode::TokenExpired => {
                 let token = self.refresh().await?;
-                call(&self.http, method, url, Some(&token), body.as_ref()).await
+                call_envelope(&self.http, method, url, Some(&token), body.as_ref()).await
             }
             other => other,
         }
@@ -362,6 +478,50 @@ impl Session {
         self.request::<_, ()>(Method::GET, "/chats", None).await
     }
 
+    /// Every chat, most recent first (all pages).
+    pub async fn chats_all(&self) -> Result<Vec<Chat>, ClientError> {
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("/chats?limit=200&cursor={c}"),
+                None => "/chats?limit=200".to_owned(),
+            };
+            let page = self.request_paged::<Chat>(&path).await?;
+            all.extend(page.data);
+            match page.pagination.and_then(|p| p.next_cursor) {
+                Some(next) if !next.is_empty() => cursor = Some(next),
+                _ => return Ok(all),
+            }
+        }
+    }
+
+    /// A page of a chat's history ending before sequence `before` (None: the newest),
+    /// chronological.
+    pub async fn history(
+        &self,
+        chat: Uuid,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Message>, ClientError> {
+        let path = match before {
+            Some(b) => format!("/messages/{chat}?limit={limit}&before={b}"),
+            None => format!("/messages/{chat}?limit={limit}"),
+        };
+        self.request::<_, ()>(Method::GET, &path, None).await
+    }
+
+    /// Marks a received message delivered (once; repeats are harmless).
+    pub async fn mark_delivered(&self, message: Uuid) -> Result<(), ClientError> {
+        self.request::<serde_json::Value, ()>(
+            Method::POST,
+            &format!("/messages/{message}/delivered"),
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// Messages of a chat after sequence `since`, chronological (one page).
     pub async fn messages_since(
         &self,
@@ -390,6 +550,20 @@ impl Session {
         text: &str,
         temp_id: &str,
     ) -> Result<SendMessageResponse, ClientError> {
+        let body = self.seal_text(chat, peer, text, temp_id)?;
+        self.request(Method::POST, &format!("/messages/{chat}"), Some(&body))
+            .await
+    }
+
+    /// The body of a send (REST `POST /messages/{chatId}` or the `sendMessage` event): `text`
+    /// sealed to `peer` (docs/crypto.md), with the idempotency key `temp_id`.
+    pub fn seal_text(
+        &self,
+        chat: Uuid,
+        peer: &PublicUser,
+        text: &str,
+        temp_id: &str,
+    ) -> Result<serde_json::Value, ClientError> {
         let receiver_key = PublicIdKey::from_bytes(peer.public_id_key.as_bytes())?;
         let now = OffsetDateTime::now_utc();
         let timestamp_ms = envelope::timestamp_ms(now);
@@ -409,7 +583,7 @@ impl Session {
         let whole_ms =
             OffsetDateTime::from_unix_timestamp_nanos(i128::from(timestamp_ms) * 1_000_000)
                 .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let body = json!({
+        Ok(json!({
             "chatId": chat,
             "receiver": peer.id,
             "cipher": sealed.cipher,
@@ -421,25 +595,41 @@ impl Session {
             "clientTimestamp": whole_ms.format(&time::format_description::well_known::Rfc3339)
                 .map_err(|e| ClientError::Protocol(e.to_string()))?,
             "tempMessageId": temp_id,
-        });
-        self.request(Method::POST, &format!("/messages/{chat}"), Some(&body))
-            .await
+        }))
     }
 
     /// Decrypts a message of a chat with `peer` (received from them, or sent by this user on
     /// any device), checking the keys against `peer`'s directory entry.
     pub fn decrypt(&self, message: &Message, peer: &PublicUser) -> Result<String, ClientError> {
+        self.decrypt_known(message, std::slice::from_ref(peer))
+    }
+
+    /// [`Session::decrypt`] accepting any of the peer's known key sets (the directory's
+    /// current one and those seen before a rotation).
+    pub fn decrypt_known(
+        &self,
+        message: &Message,
+        peer_keys: &[PublicUser],
+    ) -> Result<String, ClientError> {
         let context = envelope::MessageContext::from_message(message);
         let sealed = envelope::Envelope::from_message(message);
         let plain = if message.sender == self.user.id {
-            let receiver = PublicIdKey::from_bytes(peer.public_id_key.as_bytes())?;
-            envelope::open_sent(&self.ring, &[receiver], &context, &sealed)?
+            let receivers = peer_keys
+                .iter()
+                .map(|p| PublicIdKey::from_bytes(p.public_id_key.as_bytes()))
+                .collect::<Result<Vec<_>, _>>()?;
+            envelope::open_sent(&self.ring, &receivers, &context, &sealed)?
         } else {
-            let keys = PublicKeys::from_bytes(
-                peer.public_id_key.as_bytes(),
-                peer.public_signing_key.as_bytes(),
-            )?;
-            envelope::open(&self.ring, &[keys], &context, &sealed)?
+            let keys = peer_keys
+                .iter()
+                .map(|p| {
+                    PublicKeys::from_bytes(
+                        p.public_id_key.as_bytes(),
+                        p.public_signing_key.as_bytes(),
+                    )
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            envelope::open(&self.ring, &keys, &context, &sealed)?
         };
         String::from_utf8(plain)
             .map_err(|_| ClientError::Protocol("the plaintext is not UTF-8".to_owned()))
@@ -457,6 +647,31 @@ impl Session {
             Some(&json!({ "upToSequence": up_to })),
         )
         .await
+    }
+
+    /// Rotates the user's keys: a new generation becomes current, the old ones stay in the
+    /// sealed bundle so that old messages still open. The password re-derives the export key
+    /// (the session never keeps it); the session continues with the new keys.
+    pub async fn rotate_keys(
+        &mut self,
+        password: &str,
+        ksf: &argon2::Argon2<'static>,
+    ) -> Result<(), ClientError> {
+        let (mut fresh, export_key) =
+            login_with_export_key(&self.base, &self.user.username, password, ksf).await?;
+        fresh.ring.rotate()?;
+        let public = fresh.ring.current().public_keys();
+        let sealed = bundle::seal(&fresh.ring, &export_key[..])?;
+        let body = json!({
+            "publicIdKey": B64::encode(public.id_key.as_bytes()),
+            "publicSigningKey": B64::encode(public.signing_key.as_bytes()),
+            "keyBundle": B64::encode(&sealed),
+        });
+        fresh.user = fresh
+            .request(Method::PUT, "/users/me/keys", Some(&body))
+            .await?;
+        *self = fresh;
+        Ok(())
     }
 
     /// Revokes this session's refresh-token family.

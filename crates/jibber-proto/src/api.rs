@@ -11,6 +11,7 @@ use crate::B64;
 
 /// `{"success": true, "data": ..., "pagination"?: ...}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Envelope<T> {
     pub success: bool,
     pub data: T,
@@ -22,6 +23,7 @@ pub struct Envelope<T> {
 
 /// Where a paginated list goes on. Only the cursor that fits the list is set.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Pagination {
     pub has_more: bool,
@@ -39,21 +41,26 @@ pub struct Pagination {
 // ---------------------------------------------------------------- auth
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RegisterStartRequest {
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_.-]{3,32}$"))]
     pub username: String,
     pub registration_request: B64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct RegisterStartResponse {
     pub registration_response: B64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RegisterFinishRequest {
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_.-]{3,32}$"))]
     pub username: String,
     pub registration_record: B64,
     pub public_id_key: B64,
@@ -66,6 +73,7 @@ pub struct RegisterFinishRequest {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LoginStartRequest {
     pub username: String,
@@ -73,6 +81,7 @@ pub struct LoginStartRequest {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct LoginStartResponse {
     pub login_id: Uuid,
@@ -80,6 +89,7 @@ pub struct LoginStartResponse {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LoginFinishRequest {
     pub login_id: Uuid,
@@ -88,6 +98,7 @@ pub struct LoginFinishRequest {
 
 /// The answer to a successful login.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct LoginFinishResponse {
     pub access_token: String,
@@ -100,6 +111,7 @@ pub struct LoginFinishResponse {
 /// Body of `/auth/refresh`, `/auth/refresh-socket-token` and `/auth/logout` for clients that
 /// do not use the cookie.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RefreshRequest {
     #[serde(default)]
@@ -107,6 +119,7 @@ pub struct RefreshRequest {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct RefreshResponse {
     pub access_token: String,
@@ -115,6 +128,7 @@ pub struct RefreshResponse {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct AccessTokenResponse {
     pub access_token: String,
@@ -125,6 +139,7 @@ pub struct AccessTokenResponse {
 
 /// The caller's own account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Me {
     pub id: Uuid,
@@ -141,6 +156,7 @@ pub struct Me {
 
 /// What anyone signed in may see of another user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PublicUser {
     pub id: Uuid,
@@ -158,6 +174,7 @@ pub struct PublicUser {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct KeyBundleResponse {
     pub key_bundle: B64,
@@ -166,6 +183,7 @@ pub struct KeyBundleResponse {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RotateKeysRequest {
     pub public_id_key: B64,
@@ -176,6 +194,7 @@ pub struct RotateKeysRequest {
 // ---------------------------------------------------------------- chats
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateChatRequest {
     pub user_id: Uuid,
@@ -183,6 +202,7 @@ pub struct CreateChatRequest {
 
 /// A 1:1 chat as its member sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Chat {
     pub id: Uuid,
@@ -202,6 +222,7 @@ pub struct Chat {
 
 /// Delivery state of a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryStatus {
     Sent,
@@ -231,6 +252,7 @@ impl DeliveryStatus {
 /// `sendMessage` (socket) and `POST /messages/:chatId` (REST). The sender is never part of the
 /// body: the server takes it from the token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SendMessageRequest {
     /// Required on the socket; on REST the path names the chat and a body value must match it.
@@ -250,6 +272,7 @@ pub struct SendMessageRequest {
 
 /// The acknowledgement of a stored message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SendMessageResponse {
     pub message_id: Uuid,
@@ -264,6 +287,7 @@ pub struct SendMessageResponse {
 
 /// The message object of API.md.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Message {
     pub id: Uuid,
@@ -299,6 +323,7 @@ pub struct Message {
 
 /// `POST /messages/:chatId/read`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MarkReadRequest {
     pub up_to_sequence: i64,
@@ -306,6 +331,7 @@ pub struct MarkReadRequest {
 
 /// The result of marking a message delivered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DeliveredReceipt {
     pub message_id: Uuid,
@@ -319,6 +345,7 @@ pub struct DeliveredReceipt {
 
 /// The result of marking a chat read up to a sequence number.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ReadReceipt {
     pub chat_id: Uuid,
@@ -335,6 +362,7 @@ pub struct ReadReceipt {
 
 /// One entry of the caller's change feed (`GET /sync`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum Change {
     /// A new message in one of the caller's chats (sent or received).
@@ -378,6 +406,7 @@ impl Change {
 
 /// `GET /sync?since=`: changes in order, and the cursor to pass next time.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SyncResponse {
     pub changes: Vec<Change>,
@@ -388,18 +417,23 @@ pub struct SyncResponse {
 // ---------------------------------------------------------------- operations
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Health {
-    /// "ok" or "unavailable".
+    /// "ok", "degraded" (Redis down: this node serves its own clients) or "unavailable".
     pub status: String,
     pub version: String,
     pub uptime_seconds: u64,
     pub database: DatabaseHealth,
+    /// The link to the other nodes (only when `redis_url` is set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisHealth>,
     pub sockets: SocketHealth,
     pub memory: MemoryHealth,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DatabaseHealth {
     pub ok: bool,
@@ -409,7 +443,21 @@ pub struct DatabaseHealth {
     pub error: Option<String>,
 }
 
+/// The Redis link between nodes: `ok` false means this node serves its own clients only.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct RedisHealth {
+    pub ok: bool,
+    pub latency_ms: f64,
+    /// This node's id in the cluster.
+    pub node: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SocketHealth {
     pub connected: u64,
@@ -417,6 +465,7 @@ pub struct SocketHealth {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct MemoryHealth {
     pub rss_bytes: u64,

@@ -81,3 +81,25 @@ mod tests {
         assert_eq!(format!("{v:?}"), "B64(3 bytes)");
     }
 }
+
+/// In the OpenAPI document: a base64url string without padding whose last character carries no
+/// stray bits (what [`B64::decode`] accepts).
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for B64 {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some(
+                "^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$",
+            ))
+            .description(Some("Bytes as base64url without padding"))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for B64 {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("B64")
+    }
+}

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// A stable, machine-readable error code. Part of the protocol: never rename a variant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
     /// 400: the input does not have the required shape or values.

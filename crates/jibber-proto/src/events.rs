@@ -46,6 +46,7 @@ pub struct HandshakeAuth {
 
 /// The answer of every acknowledged event: `{ok: true, data}` or `{ok: false, error}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(bound(deserialize = "T: Deserialize<'de>"))]
 pub struct Ack<T> {
     pub ok: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]

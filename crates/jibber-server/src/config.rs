@@ -47,6 +47,26 @@ pub const SPECS: &[Spec] = &[
         help: "Database URL: `sqlite://<path>` (embedded) or `postgres://<user>:<password>@<host>/<database>` (shared by several nodes); empty means `sqlite://<data_dir>/jibber.db`.",
     },
     Spec {
+        key: "redis_url",
+        default: "",
+        help: "Redis for several nodes (`redis://[:password@]host[:port][/db]`, Redis 7 or newer, no cluster mode): events, presence and rate limits are shared through it. Empty: a single node, no Redis needed.",
+    },
+    Spec {
+        key: "redis_prefix",
+        default: "jibber",
+        help: "Prefix of every Redis key and channel, so that several installations (or tests) can share one Redis.",
+    },
+    Spec {
+        key: "node_id",
+        default: "",
+        help: "This node's name in the cluster (letters, digits, `-`, `_`). Empty: a new random id at every start.",
+    },
+    Spec {
+        key: "presence_ttl",
+        default: "15s",
+        help: "A node that has not renewed its heartbeat in Redis for this long is dead: its users go offline on the other nodes.",
+    },
+    Spec {
         key: "sqlite_synchronous",
         default: "full",
         help: "`full` (a commit survives power loss) or `normal` (faster; the last commits may be lost on power loss, never on a crash of the process).",
@@ -109,7 +129,7 @@ pub const SPECS: &[Spec] = &[
     Spec {
         key: "socket_ping_timeout",
         default: "60s",
-        help: "Socket.IO ping timeout: a client silent this long after a ping is disconnected.",
+        help: "Socket.IO ping timeout: a client silent this long after a ping is disconnected; a connection that accepts no bytes this long is cut.",
     },
     Spec {
         key: "socket_max_payload",
@@ -144,7 +164,7 @@ pub const SPECS: &[Spec] = &[
     Spec {
         key: "request_timeout",
         default: "30s",
-        help: "Longest time a REST request may take.",
+        help: "Longest time a REST request may take; also the time a connection has to send a whole request head (an idle or dripping connection is closed).",
     },
     Spec {
         key: "shutdown_timeout",
@@ -193,6 +213,10 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub database_url: String,
     pub sqlite_full_sync: bool,
+    pub redis_url: Option<String>,
+    pub redis_prefix: String,
+    pub node_id: String,
+    pub presence_ttl: Duration,
     pub jwt_secret: Option<SecretString>,
     pub opaque_server_setup: Option<SecretString>,
     pub cors_origins: Vec<String>,
@@ -228,6 +252,14 @@ impl std::fmt::Debug for Settings {
                 "database_url",
                 &jibber_store_postgres::redact_url(&self.database_url),
             )
+            .field(
+                "redis_url",
+                &self
+                    .redis_url
+                    .as_deref()
+                    .map(jibber_store_postgres::redact_url),
+            )
+            .field("node_id", &self.node_id)
             .field("cors_origins", &self.cors_origins)
             .finish_non_exhaustive()
     }
@@ -281,6 +313,28 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     Some(Duration::from_secs(secs))
 }
 
+/// `JIBBER_*` variables that belong to the other parts of the product, not to the server: the
+/// client commands (`JIBBER_SERVER`, `JIBBER_USERNAME`, `JIBBER_PASSWORD`, ...), the web
+/// client's build (`JIBBER_WEB_REQUIRED`, `JIBBER_NPM`), the tests, benchmarks and scripts. They
+/// are skipped, so a shell set up for the client (or CI) can still run `jibber serve`; any other
+/// unknown `JIBBER_*` name is still refused as a likely typo.
+fn is_other_tool_variable(key: &str) -> bool {
+    const NAMES: [&str; 10] = [
+        "config",
+        "server",
+        "username",
+        "password",
+        "client_dir",
+        "seed_password",
+        "web_required",
+        "npm",
+        "bin",
+        "venv",
+    ];
+    const PREFIXES: [&str; 4] = ["test_", "bench_", "crash_", "fuzz_"];
+    NAMES.contains(&key) || PREFIXES.iter().any(|p| key.starts_with(p))
+}
+
 fn toml_to_string(v: &toml::Value) -> String {
     match v {
         toml::Value::String(s) => s.clone(),
@@ -325,7 +379,7 @@ impl Settings {
                 continue;
             };
             let key = key.to_ascii_lowercase();
-            if key == "config" {
+            if is_other_tool_variable(&key) {
                 continue;
             }
             match spec(&key) {
@@ -390,6 +444,37 @@ impl Settings {
                 _ => None,
             },
             "`full` or `normal`",
+        );
+        let redis_url = p.parse(
+            "redis_url",
+            |v| {
+                if v.is_empty() {
+                    return Some(None);
+                }
+                (v.starts_with("redis://") && redis::Client::open(v).is_ok())
+                    .then(|| Some(v.to_owned()))
+            },
+            "empty or a `redis://` URL",
+        );
+        let name = |v: &str| {
+            v.len() <= 64
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        };
+        let redis_prefix = p.parse(
+            "redis_prefix",
+            |v| (!v.is_empty() && name(v)).then(|| v.to_owned()),
+            "1 to 64 letters, digits, `-` or `_`",
+        );
+        let node_id = p.parse(
+            "node_id",
+            |v| {
+                if v.is_empty() {
+                    return Some(uuid::Uuid::new_v4().simple().to_string());
+                }
+                name(v).then(|| v.to_owned())
+            },
+            "empty or up to 64 letters, digits, `-` or `_`",
         );
         let jwt_secret = p.parse(
             "jwt_secret",
@@ -461,6 +546,13 @@ impl Settings {
         let socket_ping_interval = dur(&mut p, "socket_ping_interval");
         let socket_ping_timeout = dur(&mut p, "socket_ping_timeout");
         let typing_timeout = dur(&mut p, "typing_timeout");
+        let presence_ttl = dur(&mut p, "presence_ttl").filter(|d| {
+            d.as_millis() >= 1000 || {
+                p.problems
+                    .push("presence_ttl: must be at least 1s".to_owned());
+                false
+            }
+        });
         let socket_max_payload = p.parse(
             "socket_max_payload",
             |v| v.parse::<u64>().ok().filter(|n| *n >= 1024),
@@ -548,6 +640,10 @@ impl Settings {
             data_dir,
             database_url,
             sqlite_full_sync: sqlite_full_sync.expect("checked"),
+            redis_url: redis_url.expect("checked"),
+            redis_prefix: redis_prefix.expect("checked"),
+            node_id: node_id.expect("checked"),
+            presence_ttl: presence_ttl.expect("checked"),
             jwt_secret: jwt_secret.expect("checked"),
             opaque_server_setup: opaque_server_setup.expect("checked"),
             cors_origins: cors_origins.expect("checked"),
@@ -618,7 +714,7 @@ impl Parser<'_> {
             // Never echo a secret's value back.
             let shown = if key.contains("secret") || key.contains("setup") {
                 "<hidden>".to_owned()
-            } else if key == "database_url" {
+            } else if key.ends_with("_url") {
                 format!("{:?}", jibber_store_postgres::redact_url(value))
             } else {
                 format!("{value:?}")
@@ -674,6 +770,23 @@ mod tests {
             assert!(text.contains(needle), "{needle} missing from {text}");
         }
         assert_eq!(err.0.len(), 4, "{text}");
+    }
+
+    #[test]
+    fn the_clients_and_builds_variables_do_not_stop_the_server() {
+        let s = load(&[
+            ("JIBBER_SERVER", "http://example.org"),
+            ("JIBBER_PASSWORD", "secret"),
+            ("JIBBER_USERNAME", "tini"),
+            ("JIBBER_WEB_REQUIRED", "1"),
+            ("JIBBER_TEST_POSTGRES_URL", "postgres://x@y/z"),
+            ("JIBBER_PORT", "9000"),
+        ])
+        .expect("valid");
+        assert_eq!(s.port, 9000);
+        // A typo of a real setting is still refused.
+        let err = load(&[("JIBBER_PROT", "9000")]).expect_err("typo");
+        assert!(err.to_string().contains("JIBBER_PROT"), "{err}");
     }
 
     #[test]

@@ -13,10 +13,10 @@
 //! - [`service`]: message operations shared by REST and the realtime gateway.
 //! - [`http`]: routes, extractors and the request middleware.
 //! - [`realtime`]: the Socket.IO gateway.
+//! - [`cluster`]: the Redis link between nodes (optional).
 //! - [`telemetry`]: logs and metrics.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -29,9 +29,11 @@ use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod net;
 pub mod realtime;
 pub mod secrets;
 pub mod service;
@@ -90,7 +92,7 @@ impl App {
             settings.auth_rate_per_ip,
             settings.auth_rate_per_username,
         );
-        let (socket_layer, realtime) = realtime::build(&settings);
+        let (socket_layer, realtime) = realtime::build(&settings)?;
         let state = AppState(Arc::new(state::Inner {
             store: store.clone(),
             tokens,
@@ -136,13 +138,17 @@ impl App {
             realtime::shutdown(&flag).await;
             let _ = drain_tx.send(());
         };
-        let server = axum::serve(
+        let server = net::serve_connections(
             listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(signal);
+            router,
+            net::Limits {
+                header_read: state.settings.request_timeout,
+                write_stall: state.settings.socket_ping_timeout,
+            },
+            signal,
+        );
         let timeout = state.settings.shutdown_timeout;
-        let mut server = std::pin::pin!(server.into_future());
+        let mut server = std::pin::pin!(server);
         tokio::select! {
             res = &mut server => res.context("server failed")?,
             () = async {

@@ -20,9 +20,10 @@ pub fn chat_not_found(e: StoreError) -> ApiError {
     }
 }
 
-/// Validates a send and turns it into a [`NewMessage`] from `sender` (the token's user).
+/// Validates a send and turns it into a [`NewMessage`] from `sender` (the token's user);
+/// `max_message_bytes` bounds the ciphertext.
 pub fn new_message(
-    state: &AppState,
+    max_message_bytes: usize,
     sender: Uuid,
     chat_id: Uuid,
     req: SendMessageRequest,
@@ -35,7 +36,7 @@ pub fn new_message(
     if req.receiver == sender {
         return Err(ApiError::validation("receiver: cannot be the sender"));
     }
-    let max = state.settings.max_message_bytes;
+    let max = max_message_bytes;
     if req.cipher.len() > max {
         return Err(ApiError::new(
             ErrorCode::PayloadTooLarge,
@@ -93,14 +94,11 @@ pub async fn send_message(
     req: SendMessageRequest,
     origin: Option<Sid>,
 ) -> ApiResult<Sent> {
-    let mut msg = new_message(state, sender, chat_id, req)?;
+    let mut msg = new_message(state.settings.max_message_bytes, sender, chat_id, req)?;
     // Held until the fan-out below is queued: devices get the chat's messages in order.
     let _order = state.realtime.send_order.lock(chat_id).await;
     msg.created_at = now_ms();
-    let count_unread = !state
-        .realtime
-        .registry
-        .has_active_chat(msg.receiver, chat_id);
+    let count_unread = !state.realtime.chat_open(msg.receiver, chat_id).await;
     let sent = state
         .store
         .send_message(msg, count_unread)

@@ -5,6 +5,23 @@ use tokio::sync::oneshot;
 
 use crate::{App, AppState, Settings, Sources};
 
+/// A stopped server's data directory and address.
+pub struct Parked {
+    pub dir: tempfile::TempDir,
+    /// `127.0.0.1:<port>`.
+    pub addr: String,
+}
+
+impl Parked {
+    /// Starts the server again on the same port and data directory, with `extra` settings.
+    pub async fn resume(self, extra: &[(&str, &str)]) -> TestServer {
+        let listener = tokio::net::TcpListener::bind(&self.addr)
+            .await
+            .expect("bind the same port again");
+        TestServer::start_on(self.dir, listener, extra).await
+    }
+}
+
 /// A running server; [`TestServer::stop`] shuts it down and waits for it.
 pub struct TestServer {
     /// `http://127.0.0.1:<port>`.
@@ -21,6 +38,25 @@ impl TestServer {
     /// settings (key, value) on top.
     pub async fn start(extra: &[(&str, &str)]) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        Self::start_on(dir, listener, extra).await
+    }
+
+    /// Stops the server but keeps its data directory and address for [`Parked::resume`].
+    pub async fn park(mut self) -> Parked {
+        let addr = self.base.trim_start_matches("http://").to_owned();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+        self.stop().await;
+        Parked { dir, addr }
+    }
+
+    async fn start_on(
+        dir: tempfile::TempDir,
+        listener: tokio::net::TcpListener,
+        extra: &[(&str, &str)],
+    ) -> TestServer {
         let mut flags = vec![
             ("data_dir".to_owned(), dir.path().display().to_string()),
             ("host".to_owned(), "127.0.0.1".to_owned()),
@@ -37,9 +73,6 @@ impl TestServer {
             ..Sources::default()
         })
         .expect("settings");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let app = App::build(settings).await.expect("build");
         let state = app.state.clone();

@@ -15,16 +15,22 @@
 //! `UPDATE ... RETURNING`, never read then written by the application:
 //! - a chat's sequence number comes from `UPDATE chats SET next_seq = next_seq + 1`, whose row
 //!   lock serializes the chat's senders until commit, on every node;
-//! - a send that loses a race on `(sender, tempMessageId)` hits the unique constraint, rolls its
-//!   whole transaction back (giving its sequence number back) and answers the winner's message
-//!   as a duplicate;
+//! - sends are written in batches (group commit, `jibber_store::batch`): this node's concurrent
+//!   sends share one transaction and one commit, taking the chats' row locks in chat id order
+//!   and the users' (feed cursors) last, in id order;
+//! - a send that loses a race on `(sender, tempMessageId)` finds the key taken by its
+//!   `INSERT ... ON CONFLICT DO NOTHING` (which waits for the other transaction), gives its
+//!   sequence number back while it still holds the chat's lock, and answers the winner's
+//!   message as a duplicate;
 //! - mark-read locks the reader's `chat_members` row before recounting, so no send can slip a
 //!   message between the recount and the commit;
 //! - a user's feed cursor comes from `UPDATE users SET change_seq = change_seq + 1`, which
 //!   orders that user's feed writers by commit.
 //!
-//! Writers take row locks in one order (chats, chat_members, messages, then users by id), so
-//! they wait for each other but never deadlock.
+//! Writers take row locks in one order (per chat, in chat id order: chats, then chat_members;
+//! users by id last), so they wait for each other but never deadlock. A send inserts its
+//! message between the two; nobody else can hold a lock on a new row, so mark-read's
+//! chat_members-then-messages order does not form a cycle with it.
 
 use std::fmt;
 use std::str::FromStr;
@@ -34,6 +40,7 @@ use async_trait::async_trait;
 use jibber_proto::api::{
     Change, Chat, DeliveredReceipt, DeliveryStatus, Message, PublicUser, ReadReceipt,
 };
+use jibber_store::batch::{GroupCommit, MAX_BATCH, SendRequest};
 use jibber_store::feed::{self, FeedRow};
 use jibber_store::util::{from_ms, like_escape, to_ms};
 use jibber_store::{
@@ -47,8 +54,6 @@ use uuid::Uuid;
 
 pub mod sql;
 
-/// The name of the unique constraint on `(sender_id, temp_message_id)`.
-const SENDER_TEMP_KEY: &str = "messages_sender_temp_key";
 /// The name of the unique index on `lower(email)`.
 const EMAIL_KEY: &str = "users_email_lower";
 
@@ -140,6 +145,8 @@ pub fn redact_url(url: &str) -> String {
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pool: PgPool,
+    /// The writer task that gathers this node's concurrent sends into one transaction.
+    sends: GroupCommit,
 }
 
 /// SQLSTATEs that mean "the database cannot serve now" rather than "this request is wrong":
@@ -314,37 +321,195 @@ struct FeedEntry {
     at: OffsetDateTime,
 }
 
-/// Appends `e` to the feeds of `users` inside the caller's transaction. The users' rows are
-/// locked in id order, whatever the order of `users`, so that two transactions writing to the
-/// same feeds cannot deadlock.
-async fn push_change(
-    tx: &mut Transaction<'_, Postgres>,
-    users: &[Uuid],
-    e: FeedEntry,
-) -> Result<()> {
-    let mut users = users.to_vec();
-    users.sort_unstable();
-    users.dedup();
-    for user in users {
-        let seq: i64 = sqlx::query_scalar(sql::BUMP_CHANGE_SEQ)
+/// Appends `e` to the feeds of `users` inside the caller's transaction.
+async fn push_change(tx: &mut PgConnection, users: &[Uuid], e: FeedEntry) -> Result<()> {
+    push_changes(tx, users.iter().map(|u| (*u, e)).collect()).await
+}
+
+/// Appends entries to users' feeds inside the caller's transaction, each user's in the order
+/// given. The users' rows are locked in id order, whatever the order of `entries`, so that two
+/// transactions writing to the same feeds cannot deadlock; each user's row is locked once.
+async fn push_changes(tx: &mut PgConnection, mut entries: Vec<(Uuid, FeedEntry)>) -> Result<()> {
+    entries.sort_by_key(|(user, _)| *user); // stable: each user's entries keep their order
+    for group in entries.chunk_by(|a, b| a.0 == b.0) {
+        let user = group[0].0;
+        let n = i64::try_from(group.len()).unwrap_or(i64::MAX);
+        let last: i64 = sqlx::query_scalar(sql::BUMP_CHANGE_SEQ)
             .bind(user)
-            .fetch_one(&mut **tx)
+            .bind(n)
+            .fetch_one(&mut *tx)
             .await
             .map_err(backend_err)?;
-        sqlx::query(sql::INSERT_CHANGE)
-            .bind(user)
-            .bind(seq)
-            .bind(e.kind)
-            .bind(e.chat)
-            .bind(e.message)
-            .bind(e.actor)
-            .bind(e.up_to)
-            .bind(ms(e.at))
-            .execute(&mut **tx)
-            .await
-            .map_err(backend_err)?;
+        for (seq, (_, e)) in (last - n + 1..).zip(group) {
+            sqlx::query(sql::INSERT_CHANGE)
+                .bind(user)
+                .bind(seq)
+                .bind(e.kind)
+                .bind(e.chat)
+                .bind(e.message)
+                .bind(e.actor)
+                .bind(e.up_to)
+                .bind(ms(e.at))
+                .execute(&mut *tx)
+                .await
+                .map_err(backend_err)?;
+        }
     }
     Ok(())
+}
+
+/// The message stored for `(sender, tempMessageId)`, as the answer to a repeated send.
+async fn stored_send(tx: &mut PgConnection, m: &NewMessage) -> Result<Option<Sent>> {
+    let row = sqlx::query(sql::MESSAGE_BY_TEMP_ID)
+        .bind(m.sender)
+        .bind(&m.temp_message_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend_err)?;
+    row.map(|r| duplicate(message_from_row(&r, "")?, m))
+        .transpose()
+}
+
+/// Writes one send inside the batch's transaction (see [`Store::send_message`]), except its
+/// feed entries, which [`send_batch`] appends for the whole batch. The errors a send may answer
+/// on its own (`NotFound`, `WrongReceiver`, `Conflict`) leave the transaction usable.
+async fn send_one(tx: &mut PgConnection, r: &SendRequest) -> Result<Sent> {
+    let (m, count_unread) = (&r.msg, r.count_unread);
+    // The common repeat (a client retrying) is answered before any lock is taken.
+    if let Some(sent) = stored_send(tx, m).await? {
+        return Ok(sent);
+    }
+    let other: Option<Uuid> = sqlx::query_scalar(sql::OTHER_MEMBER)
+        .bind(m.chat_id)
+        .bind(m.sender)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend_err)?;
+    match other {
+        None => return Err(StoreError::NotFound),
+        Some(o) if o != m.receiver => return Err(StoreError::WrongReceiver),
+        Some(_) => {}
+    }
+    let now = ms(m.created_at);
+    // Lock order: chats, messages, chat_members (then users, for the whole batch).
+    let seq: i64 = sqlx::query_scalar(sql::NEXT_SEQ)
+        .bind(m.chat_id)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(backend_err)?;
+    let inserted = sqlx::query(sql::INSERT_MESSAGE)
+        .bind(m.id)
+        .bind(m.chat_id)
+        .bind(seq)
+        .bind(m.sender)
+        .bind(m.receiver)
+        .bind(&m.cipher)
+        .bind(&m.iv)
+        .bind(&m.signature)
+        .bind(&m.sender_public_id_key)
+        .bind(&m.sender_public_signing_key)
+        .bind(&m.receiver_public_id_key)
+        .bind(ms(m.client_timestamp))
+        .bind(&m.temp_message_id)
+        .bind(now)
+        .bind(count_unread)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend_err)?;
+    if inserted.rows_affected() == 0 {
+        // A send of the same key (on another node) committed while this one waited for the
+        // chat's lock. Give the number back and answer its message.
+        tracing::debug!("a send lost the race on its tempMessageId; answering the winner");
+        sqlx::query(sql::GIVE_SEQ_BACK)
+            .bind(m.chat_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend_err)?;
+        // The constraint fired, yet there is no such message: it was deleted since.
+        return stored_send(tx, m)
+            .await?
+            .ok_or(StoreError::Conflict("tempMessageId"));
+    }
+    sqlx::query(sql::TOUCH_MEMBERS)
+        .bind(m.chat_id)
+        .bind(now)
+        .bind(m.receiver)
+        .bind(count_unread)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend_err)?;
+    let m = m.clone();
+    let message = Message {
+        id: m.id,
+        chat_id: m.chat_id,
+        sender: m.sender,
+        receiver: m.receiver,
+        cipher: m.cipher.into(),
+        iv: m.iv.into(),
+        signature: m.signature.into(),
+        sender_public_id_key: m.sender_public_id_key.into(),
+        sender_public_signing_key: m.sender_public_signing_key.into(),
+        receiver_public_id_key: m.receiver_public_id_key.into(),
+        sequence_number: seq,
+        delivery_status: DeliveryStatus::Sent,
+        client_timestamp: ms(m.client_timestamp),
+        temp_message_id: m.temp_message_id,
+        created_at: now,
+        delivered_at: None,
+        read_at: None,
+    };
+    Ok(Sent {
+        message,
+        duplicate: false,
+    })
+}
+
+/// Writes a batch of sends in one transaction and commits once.
+///
+/// Locks are taken in the order every writer uses, so batches on several nodes wait for each
+/// other but never deadlock: the sends run by chat id (a stable sort, so each chat's sends keep
+/// their queue order and sequence numbers), each taking its chat's row, then the users' rows
+/// for every feed entry of the batch, in id order.
+async fn send_batch(pool: PgPool, batch: Vec<SendRequest>) -> Result<Vec<Result<Sent>>> {
+    let mut order: Vec<usize> = (0..batch.len()).collect();
+    order.sort_by_key(|&i| batch[i].msg.chat_id);
+    let mut answers: Vec<Option<Result<Sent>>> = batch.iter().map(|_| None).collect();
+    let mut feed = Vec::new();
+    let mut tx = pool.begin().await.map_err(backend_err)?;
+    for i in order {
+        let answer = match send_one(&mut tx, &batch[i]).await {
+            // Something failed after a write: the batch fails as a whole (and is retried one
+            // send at a time by the caller).
+            Err(e @ (StoreError::Backend(_) | StoreError::Unavailable(_))) => return Err(e),
+            answer => answer,
+        };
+        if let Ok(Sent {
+            message,
+            duplicate: false,
+        }) = &answer
+        {
+            let entry = FeedEntry {
+                kind: "message",
+                chat: message.chat_id,
+                message: Some(message.id),
+                actor: Some(message.sender),
+                up_to: Some(message.sequence_number),
+                at: message.created_at,
+            };
+            // Queue order within each feed: `i` sorts the entries back below.
+            feed.push((i, message.sender, entry));
+            feed.push((i, message.receiver, entry));
+        }
+        answers[i] = Some(answer);
+    }
+    feed.sort_by_key(|(i, _, _)| *i);
+    push_changes(&mut tx, feed.into_iter().map(|(_, u, e)| (u, e)).collect()).await?;
+    tx.commit().await.map_err(backend_err)?;
+    Ok(answers
+        .into_iter()
+        .map(|a| a.unwrap_or_else(|| Err(StoreError::Backend("send not written".into()))))
+        .collect())
 }
 
 impl PgStore {
@@ -385,7 +550,11 @@ impl PgStore {
             .connect_with(opts)
             .await
             .map_err(backend_err)?;
-        Ok(PgStore { pool })
+        let sends = GroupCommit::spawn("postgres", MAX_BATCH, {
+            let pool = pool.clone();
+            move |batch| send_batch(pool.clone(), batch)
+        });
+        Ok(PgStore { pool, sends })
     }
 
     /// The pool, for tests and tools that inspect the database (query plans).
@@ -416,125 +585,6 @@ impl PgStore {
             .await
             .map_err(backend_err)?;
         rows.iter().map(|r| message_from_row(r, "")).collect()
-    }
-
-    /// The message a racing send stored for `(sender, tempMessageId)`, after ours rolled back.
-    async fn repeated_send(&self, m: &NewMessage) -> Result<Sent> {
-        let row = sqlx::query(sql::MESSAGE_BY_TEMP_ID)
-            .bind(m.sender)
-            .bind(&m.temp_message_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend_err)?;
-        let Some(row) = row else {
-            // The constraint fired, yet there is no such message: it was deleted since.
-            return Err(StoreError::Conflict("tempMessageId"));
-        };
-        duplicate(message_from_row(&row, "")?, m)
-    }
-
-    /// The send transaction (see [`Store::send_message`]).
-    async fn send(&self, m: NewMessage, count_unread: bool) -> Result<Sent> {
-        let mut tx = self.begin().await?;
-        // The common repeat (a client retrying) is answered before any lock is taken.
-        let existing = sqlx::query(sql::MESSAGE_BY_TEMP_ID)
-            .bind(m.sender)
-            .bind(&m.temp_message_id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend_err)?;
-        if let Some(row) = existing {
-            return duplicate(message_from_row(&row, "")?, &m);
-        }
-        let other: Option<Uuid> = sqlx::query_scalar(sql::OTHER_MEMBER)
-            .bind(m.chat_id)
-            .bind(m.sender)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend_err)?;
-        match other {
-            None => return Err(StoreError::NotFound),
-            Some(o) if o != m.receiver => return Err(StoreError::WrongReceiver),
-            Some(_) => {}
-        }
-        let now = ms(m.created_at);
-        // Lock order: chats, chat_members, messages, users.
-        let seq: i64 = sqlx::query_scalar(sql::NEXT_SEQ)
-            .bind(m.chat_id)
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(backend_err)?;
-        sqlx::query(sql::TOUCH_MEMBERS)
-            .bind(m.chat_id)
-            .bind(now)
-            .bind(m.receiver)
-            .bind(count_unread)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend_err)?;
-        let inserted = sqlx::query(sql::INSERT_MESSAGE)
-            .bind(m.id)
-            .bind(m.chat_id)
-            .bind(seq)
-            .bind(m.sender)
-            .bind(m.receiver)
-            .bind(&m.cipher)
-            .bind(&m.iv)
-            .bind(&m.signature)
-            .bind(&m.sender_public_id_key)
-            .bind(&m.sender_public_signing_key)
-            .bind(&m.receiver_public_id_key)
-            .bind(ms(m.client_timestamp))
-            .bind(&m.temp_message_id)
-            .bind(now)
-            .bind(count_unread)
-            .execute(&mut *tx)
-            .await;
-        match inserted {
-            Ok(_) => {}
-            Err(e) if unique_violation(&e) == Some(SENDER_TEMP_KEY) => {
-                // A racing send with the same key committed first. Undo everything, the
-                // sequence number included, and answer its message.
-                tx.rollback().await.map_err(backend_err)?;
-                tracing::debug!("a send lost the race on its tempMessageId; answering the winner");
-                return self.repeated_send(&m).await;
-            }
-            Err(e) => return Err(backend_err(e)),
-        }
-        let entry = FeedEntry {
-            kind: "message",
-            chat: m.chat_id,
-            message: Some(m.id),
-            actor: Some(m.sender),
-            up_to: Some(seq),
-            at: now,
-        };
-        push_change(&mut tx, &[m.sender, m.receiver], entry).await?;
-        tx.commit().await.map_err(backend_err)?;
-        let message = Message {
-            id: m.id,
-            chat_id: m.chat_id,
-            sender: m.sender,
-            receiver: m.receiver,
-            cipher: m.cipher.into(),
-            iv: m.iv.into(),
-            signature: m.signature.into(),
-            sender_public_id_key: m.sender_public_id_key.into(),
-            sender_public_signing_key: m.sender_public_signing_key.into(),
-            receiver_public_id_key: m.receiver_public_id_key.into(),
-            sequence_number: seq,
-            delivery_status: DeliveryStatus::Sent,
-            client_timestamp: ms(m.client_timestamp),
-            temp_message_id: m.temp_message_id,
-            created_at: now,
-            delivered_at: None,
-            read_at: None,
-        };
-        Ok(Sent {
-            message,
-            duplicate: false,
-        })
     }
 }
 
@@ -986,7 +1036,12 @@ impl Store for PgStore {
 
     async fn send_message(&self, m: NewMessage, count_unread: bool) -> Result<Sent> {
         let _t = Timer::start("send_message");
-        self.send(m, count_unread).await
+        self.sends.submit(m, count_unread).await
+    }
+
+    async fn send_messages(&self, sends: Vec<SendRequest>) -> Vec<Result<Sent>> {
+        let _t = Timer::start("send_messages");
+        self.sends.submit_many(sends).await
     }
 
     async fn messages_before(

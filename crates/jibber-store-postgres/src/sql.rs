@@ -187,7 +187,12 @@ pub const NEXT_SEQ: &str = "UPDATE chats SET next_seq = next_seq + 1, updated_at
 pub const INSERT_MESSAGE: &str = "INSERT INTO messages (id, chat_id, seq, sender_id, receiver_id, cipher, iv, signature, \
      sender_public_id_key, sender_public_signing_key, receiver_public_id_key, client_timestamp, \
      temp_message_id, created_at, counts_unread) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+     ON CONFLICT (sender_id, temp_message_id) DO NOTHING";
+
+/// Gives back the number [`NEXT_SEQ`] took, when the send turned out to be a repeat. Only the
+/// transaction holding the chat's row lock runs it, so no later number was taken.
+pub const GIVE_SEQ_BACK: &str = "UPDATE chats SET next_seq = next_seq - 1 WHERE id = $1";
 
 /// Moves both members' activity and counts the message as unread for receiver `$3` when `$4`.
 pub const TOUCH_MEMBERS: &str = "UPDATE chat_members SET last_activity = $2, \
@@ -222,10 +227,10 @@ pub const RECOUNT_UNREAD: &str = "UPDATE chat_members SET \
 
 // ------------------------------------------------------------------ change feed
 
-/// Takes the user's next feed cursor. The row lock orders the user's feed writers by commit,
-/// so a reader never sees cursor n+1 before n.
+/// Takes the user's next `$2` feed cursors; returns the last. The row lock orders the user's
+/// feed writers by commit, so a reader never sees cursor n+1 before n.
 pub const BUMP_CHANGE_SEQ: &str =
-    "UPDATE users SET change_seq = change_seq + 1 WHERE id = $1 RETURNING change_seq";
+    "UPDATE users SET change_seq = change_seq + $2 WHERE id = $1 RETURNING change_seq";
 
 pub const INSERT_CHANGE: &str = "INSERT INTO user_changes (user_id, seq, kind, chat_id, message_id, actor_id, up_to_seq, at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";

@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use jibber_proto::api::{
     Change, Chat, DeliveredReceipt, DeliveryStatus, Message, PublicUser, ReadReceipt,
 };
+use jibber_store::batch::{GroupCommit, MAX_BATCH, SendRequest};
 use jibber_store::feed::{self, FeedRow};
 use jibber_store::util::{from_ms, like_escape, to_ms};
 use jibber_store::{
@@ -22,8 +23,8 @@ use jibber_store::{
     Result, Sent, Store, StoreError, UserRecord,
 };
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
 };
 use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
 use time::OffsetDateTime;
@@ -69,6 +70,8 @@ impl SqliteConfig {
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// The writer task that gathers concurrent sends into one transaction.
+    sends: GroupCommit,
 }
 
 fn backend_err(e: sqlx::Error) -> StoreError {
@@ -229,14 +232,14 @@ fn feed_row(row: &SqliteRow) -> Result<FeedRow> {
 }
 
 /// Appends `e` to the feeds of `users` inside the caller's transaction.
-async fn push_change(tx: &mut Transaction<'_, Sqlite>, users: &[Uuid], e: FeedEntry) -> Result<()> {
+async fn push_change(tx: &mut SqliteConnection, users: &[Uuid], e: FeedEntry) -> Result<()> {
     for user in users {
         push_one(tx, *user, &e).await?;
     }
     Ok(())
 }
 
-async fn push_one(tx: &mut Transaction<'_, Sqlite>, user: Uuid, e: &FeedEntry) -> Result<()> {
+async fn push_one(tx: &mut SqliteConnection, user: Uuid, e: &FeedEntry) -> Result<()> {
     let FeedEntry {
         kind,
         chat,
@@ -247,7 +250,7 @@ async fn push_one(tx: &mut Transaction<'_, Sqlite>, user: Uuid, e: &FeedEntry) -
     } = *e;
     let seq: i64 = sqlx::query_scalar(sql::BUMP_CHANGE_SEQ)
         .bind(user.to_string())
-        .fetch_one(&mut **tx)
+        .fetch_one(&mut *tx)
         .await
         .map_err(backend_err)?;
     sqlx::query(sql::INSERT_CHANGE)
@@ -259,7 +262,7 @@ async fn push_one(tx: &mut Transaction<'_, Sqlite>, user: Uuid, e: &FeedEntry) -
         .bind(actor.map(|a| a.to_string()))
         .bind(up_to)
         .bind(to_ms(at))
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await
         .map_err(backend_err)?;
     Ok(())
@@ -294,7 +297,15 @@ impl SqliteStore {
             .connect_with(opts.read_only(true))
             .await
             .map_err(backend_err)?;
-        Ok(SqliteStore { writer, reader })
+        let sends = GroupCommit::spawn("sqlite", MAX_BATCH, {
+            let writer = writer.clone();
+            move |batch| send_batch(writer.clone(), batch)
+        });
+        Ok(SqliteStore {
+            writer,
+            reader,
+            sends,
+        })
     }
 
     /// The read pool, for tests and tools that inspect the database (query plans).
@@ -357,6 +368,128 @@ impl SqliteStore {
         let rows = q.fetch_all(&self.reader).await.map_err(backend_err)?;
         rows.iter().map(|r| message_from_row(r, "")).collect()
     }
+}
+
+/// Writes one send inside the batch's transaction (see [`Store::send_message`]). The errors a
+/// send may answer on its own (`NotFound`, `WrongReceiver`, `Conflict`) come before anything is
+/// written, so the transaction stays usable for the rest of the batch.
+async fn send_one(tx: &mut SqliteConnection, m: SendRequest) -> Result<Sent> {
+    let SendRequest {
+        msg: m,
+        count_unread,
+    } = m;
+    // A repeat of (sender, tempMessageId) returns the first message, whenever it comes.
+    let existing = sqlx::query(sql::MESSAGE_BY_TEMP_ID.as_str())
+        .bind(m.sender.to_string())
+        .bind(&m.temp_message_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend_err)?;
+    if let Some(row) = existing {
+        let message = message_from_row(&row, "")?;
+        if message.chat_id != m.chat_id {
+            // Same idempotency key reused for another chat: refuse rather than mislead.
+            return Err(StoreError::Conflict("tempMessageId"));
+        }
+        return Ok(Sent {
+            message,
+            duplicate: true,
+        });
+    }
+    let other: Option<String> =
+        sqlx::query_scalar("SELECT other_id FROM chat_members WHERE chat_id = ?1 AND user_id = ?2")
+            .bind(m.chat_id.to_string())
+            .bind(m.sender.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend_err)?;
+    match other {
+        None => return Err(StoreError::NotFound),
+        Some(o) if o != m.receiver.to_string() => return Err(StoreError::WrongReceiver),
+        Some(_) => {}
+    }
+    let now_ms = to_ms(m.created_at);
+    let seq: i64 = sqlx::query_scalar(sql::NEXT_SEQ)
+        .bind(m.chat_id.to_string())
+        .bind(now_ms)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(backend_err)?;
+    sqlx::query(sql::INSERT_MESSAGE)
+        .bind(m.id.to_string())
+        .bind(m.chat_id.to_string())
+        .bind(seq)
+        .bind(m.sender.to_string())
+        .bind(m.receiver.to_string())
+        .bind(&m.cipher)
+        .bind(&m.iv)
+        .bind(&m.signature)
+        .bind(&m.sender_public_id_key)
+        .bind(&m.sender_public_signing_key)
+        .bind(&m.receiver_public_id_key)
+        .bind(to_ms(m.client_timestamp))
+        .bind(&m.temp_message_id)
+        .bind(now_ms)
+        .bind(count_unread)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend_err)?;
+    sqlx::query(sql::TOUCH_MEMBERS)
+        .bind(m.chat_id.to_string())
+        .bind(now_ms)
+        .bind(m.receiver.to_string())
+        .bind(count_unread)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend_err)?;
+    let entry = FeedEntry {
+        kind: "message",
+        chat: m.chat_id,
+        message: Some(m.id),
+        actor: Some(m.sender),
+        up_to: Some(seq),
+        at: m.created_at,
+    };
+    push_change(tx, &[m.sender, m.receiver], entry).await?;
+    let message = Message {
+        id: m.id,
+        chat_id: m.chat_id,
+        sender: m.sender,
+        receiver: m.receiver,
+        cipher: m.cipher.into(),
+        iv: m.iv.into(),
+        signature: m.signature.into(),
+        sender_public_id_key: m.sender_public_id_key.into(),
+        sender_public_signing_key: m.sender_public_signing_key.into(),
+        receiver_public_id_key: m.receiver_public_id_key.into(),
+        sequence_number: seq,
+        delivery_status: DeliveryStatus::Sent,
+        client_timestamp: m.client_timestamp,
+        temp_message_id: m.temp_message_id,
+        created_at: m.created_at,
+        delivered_at: None,
+        read_at: None,
+    };
+    Ok(Sent {
+        message,
+        duplicate: false,
+    })
+}
+
+/// Writes a batch of sends in one transaction and commits once.
+async fn send_batch(writer: SqlitePool, batch: Vec<SendRequest>) -> Result<Vec<Result<Sent>>> {
+    let mut tx = writer.begin().await.map_err(backend_err)?;
+    let mut out = Vec::with_capacity(batch.len());
+    for r in batch {
+        match send_one(&mut tx, r).await {
+            // Something failed after a write: the batch fails as a whole (and is retried one
+            // send at a time by the caller).
+            Err(e @ (StoreError::Backend(_) | StoreError::Unavailable(_))) => return Err(e),
+            answer => out.push(answer),
+        }
+    }
+    tx.commit().await.map_err(backend_err)?;
+    Ok(out)
 }
 
 #[async_trait]
@@ -815,105 +948,12 @@ impl Store for SqliteStore {
 
     async fn send_message(&self, m: NewMessage, count_unread: bool) -> Result<Sent> {
         let _t = Timer::start("send_message");
-        let mut tx = self.begin().await?;
-        // A repeat of (sender, tempMessageId) returns the first message, whenever it comes.
-        let existing = sqlx::query(sql::MESSAGE_BY_TEMP_ID.as_str())
-            .bind(m.sender.to_string())
-            .bind(&m.temp_message_id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend_err)?;
-        if let Some(row) = existing {
-            let message = message_from_row(&row, "")?;
-            if message.chat_id != m.chat_id {
-                // Same idempotency key reused for another chat: refuse rather than mislead.
-                return Err(StoreError::Conflict("tempMessageId"));
-            }
-            return Ok(Sent {
-                message,
-                duplicate: true,
-            });
-        }
-        let other: Option<String> = sqlx::query_scalar(
-            "SELECT other_id FROM chat_members WHERE chat_id = ?1 AND user_id = ?2",
-        )
-        .bind(m.chat_id.to_string())
-        .bind(m.sender.to_string())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(backend_err)?;
-        match other {
-            None => return Err(StoreError::NotFound),
-            Some(o) if o != m.receiver.to_string() => return Err(StoreError::WrongReceiver),
-            Some(_) => {}
-        }
-        let now_ms = to_ms(m.created_at);
-        let seq: i64 = sqlx::query_scalar(sql::NEXT_SEQ)
-            .bind(m.chat_id.to_string())
-            .bind(now_ms)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(backend_err)?;
-        sqlx::query(sql::INSERT_MESSAGE)
-            .bind(m.id.to_string())
-            .bind(m.chat_id.to_string())
-            .bind(seq)
-            .bind(m.sender.to_string())
-            .bind(m.receiver.to_string())
-            .bind(&m.cipher)
-            .bind(&m.iv)
-            .bind(&m.signature)
-            .bind(&m.sender_public_id_key)
-            .bind(&m.sender_public_signing_key)
-            .bind(&m.receiver_public_id_key)
-            .bind(to_ms(m.client_timestamp))
-            .bind(&m.temp_message_id)
-            .bind(now_ms)
-            .bind(count_unread)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend_err)?;
-        sqlx::query(sql::TOUCH_MEMBERS)
-            .bind(m.chat_id.to_string())
-            .bind(now_ms)
-            .bind(m.receiver.to_string())
-            .bind(count_unread)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend_err)?;
-        let entry = FeedEntry {
-            kind: "message",
-            chat: m.chat_id,
-            message: Some(m.id),
-            actor: Some(m.sender),
-            up_to: Some(seq),
-            at: m.created_at,
-        };
-        push_change(&mut tx, &[m.sender, m.receiver], entry).await?;
-        tx.commit().await.map_err(backend_err)?;
-        let message = Message {
-            id: m.id,
-            chat_id: m.chat_id,
-            sender: m.sender,
-            receiver: m.receiver,
-            cipher: m.cipher.into(),
-            iv: m.iv.into(),
-            signature: m.signature.into(),
-            sender_public_id_key: m.sender_public_id_key.into(),
-            sender_public_signing_key: m.sender_public_signing_key.into(),
-            receiver_public_id_key: m.receiver_public_id_key.into(),
-            sequence_number: seq,
-            delivery_status: DeliveryStatus::Sent,
-            client_timestamp: m.client_timestamp,
-            temp_message_id: m.temp_message_id,
-            created_at: m.created_at,
-            delivered_at: None,
-            read_at: None,
-        };
-        Ok(Sent {
-            message,
-            duplicate: false,
-        })
+        self.sends.submit(m, count_unread).await
+    }
+
+    async fn send_messages(&self, sends: Vec<SendRequest>) -> Vec<Result<Sent>> {
+        let _t = Timer::start("send_messages");
+        self.sends.submit_many(sends).await
     }
 
     async fn messages_before(

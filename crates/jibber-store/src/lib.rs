@@ -19,6 +19,9 @@ use jibber_proto::api::{Change, Chat, DeliveredReceipt, Message, PublicUser, Rea
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+pub mod batch;
+#[cfg(feature = "bench")]
+pub mod benchkit;
 pub mod feed;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
@@ -283,6 +286,16 @@ pub trait Store: Send + Sync + 'static {
     /// a repeated `(sender, tempMessageId)`. `count_unread` is false when the receiver has the
     /// chat open on some device.
     async fn send_message(&self, msg: NewMessage, count_unread: bool) -> Result<Sent>;
+    /// Several sends, each with the semantics of [`Store::send_message`] and its own answer
+    /// (one failing send does not fail the others), in order. The backends write them in one
+    /// transaction (group commit, see [`batch`]); keep batches to a few hundred sends.
+    async fn send_messages(&self, sends: Vec<batch::SendRequest>) -> Vec<Result<Sent>> {
+        let mut out = Vec::with_capacity(sends.len());
+        for s in sends {
+            out.push(self.send_message(s.msg, s.count_unread).await);
+        }
+        out
+    }
     /// Up to `limit` messages before sequence `before` (or the newest), chronological.
     async fn messages_before(
         &self,

@@ -10,6 +10,7 @@ use jibber_proto::api::{Change, DeliveryStatus};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::batch::SendRequest;
 use crate::util::now_ms;
 use crate::{NewMessage, NewRefreshToken, NewUser, PendingLogin, RefreshCheck, Store, StoreError};
 
@@ -668,6 +669,178 @@ pub async fn contacts_search_and_page(store: Arc<dyn Store>) {
     );
 }
 
+fn req(msg: NewMessage) -> SendRequest {
+    SendRequest {
+        msg,
+        count_unread: true,
+    }
+}
+
+/// Sends written in one batch answer each on their own: a send into a chat the sender is not
+/// in, one naming the wrong receiver and one reusing a key of another chat fail alone; the
+/// others are stored with consecutive numbers, counted and in the feeds.
+pub async fn batch_item_failure_spares_the_others(store: Arc<dyn Store>) {
+    let a = user(&*store, "bat_a").await;
+    let b = user(&*store, "bat_b").await;
+    let c = user(&*store, "bat_c").await;
+    let ab = chat(&*store, a, b).await;
+    let bc = chat(&*store, b, c).await;
+    store
+        .send_message(message(bc, b, c, "used"), true)
+        .await
+        .expect("send");
+    let answers = store
+        .send_messages(vec![
+            req(message(ab, a, b, "ok1")),
+            req(message(bc, a, c, "not_member")),
+            req(message(ab, a, c, "wrong_receiver")),
+            req(message(ab, b, a, "ok2")),
+            req(message(ab, b, a, "used")),
+            req(message(ab, a, b, "ok3")),
+        ])
+        .await;
+    assert_eq!(answers.len(), 6);
+    let seq = |i: usize| match &answers[i] {
+        Ok(s) if !s.duplicate => s.message.sequence_number,
+        other => panic!("send {i} should be stored: {other:?}"),
+    };
+    assert_eq!((seq(0), seq(3), seq(5)), (1, 2, 3));
+    assert!(
+        matches!(answers[1], Err(StoreError::NotFound)),
+        "{:?}",
+        answers[1]
+    );
+    assert!(
+        matches!(answers[2], Err(StoreError::WrongReceiver)),
+        "{:?}",
+        answers[2]
+    );
+    assert!(
+        matches!(answers[4], Err(StoreError::Conflict("tempMessageId"))),
+        "{:?}",
+        answers[4]
+    );
+    let stored = store.messages_since(a, ab, 0, 100).await.expect("since");
+    assert_eq!(
+        stored
+            .iter()
+            .map(|m| (m.sequence_number, m.temp_message_id.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(1, "ok1"), (2, "ok2"), (3, "ok3")]
+    );
+    assert_eq!(store.chat_for(b, ab).await.expect("chat").unread_count, 2);
+    assert_eq!(store.chat_for(a, ab).await.expect("chat").unread_count, 1);
+    // Nothing leaked into the other chat.
+    assert_eq!(store.chat_for(c, bc).await.expect("chat").last_sequence, 1);
+    // a's feed: the chat, then the three messages, cursors gapless.
+    let feed = store.changes_since(a, 0, 100).await.expect("feed");
+    assert_eq!(
+        feed.iter().map(|c| c.cursor()).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
+}
+
+/// A key repeated within one batch is stored once; the repeat answers the first message.
+pub async fn duplicate_within_a_batch_is_stored_once(store: Arc<dyn Store>) {
+    let a = user(&*store, "dupb_a").await;
+    let b = user(&*store, "dupb_b").await;
+    let ab = chat(&*store, a, b).await;
+    let answers = store
+        .send_messages(vec![
+            req(message(ab, a, b, "k1")),
+            req(message(ab, a, b, "k1")),
+            req(message(ab, a, b, "k2")),
+            req(message(ab, a, b, "k1")),
+        ])
+        .await;
+    let sent: Vec<_> = answers.into_iter().map(|r| r.expect("send")).collect();
+    assert_eq!(
+        sent.iter().map(|s| s.duplicate).collect::<Vec<_>>(),
+        vec![false, true, false, true]
+    );
+    assert_eq!(sent[1].message.id, sent[0].message.id);
+    assert_eq!(sent[3].message.id, sent[0].message.id);
+    assert_eq!(
+        (
+            sent[0].message.sequence_number,
+            sent[2].message.sequence_number
+        ),
+        (1, 2)
+    );
+    let stored = store.messages_since(a, ab, 0, 100).await.expect("since");
+    assert_eq!(stored.len(), 2);
+    assert_eq!(store.chat_for(b, ab).await.expect("chat").unread_count, 2);
+    let feed = store.changes_since(b, 0, 100).await.expect("feed");
+    assert_eq!(feed.len(), 3, "the chat and two messages");
+}
+
+/// Many tasks send into several chats at once, each task one message after the other: every
+/// chat's numbers are 1..=N without a gap, each task's messages are numbered in the order it
+/// sent them, every answer is already readable (committed) when it arrives, and every user's
+/// feed is gapless.
+pub async fn concurrent_sends_into_many_chats_keep_order(store: Arc<dyn Store>) {
+    const CHATS: usize = 6;
+    const TASKS_PER_CHAT: usize = 4;
+    const EACH: usize = 15;
+    let hub = user(&*store, "hub").await;
+    let mut chats = Vec::new();
+    for i in 0..CHATS {
+        let peer = user(&*store, &format!("peer{i}")).await;
+        chats.push((chat(&*store, hub, peer).await, peer));
+    }
+    let mut tasks = Vec::new();
+    for (ci, &(c, peer)) in chats.iter().enumerate() {
+        for t in 0..TASKS_PER_CHAT {
+            let store = store.clone();
+            let (from, to) = if t % 2 == 0 { (hub, peer) } else { (peer, hub) };
+            tasks.push(tokio::spawn(async move {
+                let mut seqs = Vec::new();
+                for k in 0..EACH {
+                    let sent = store
+                        .send_message(message(c, from, to, &format!("c{ci}t{t}k{k}")), true)
+                        .await
+                        .expect("send");
+                    assert!(!sent.duplicate);
+                    // Answered only after the commit: another connection reads it.
+                    let read = store
+                        .message_for(to, sent.message.id)
+                        .await
+                        .expect("committed before the answer");
+                    assert_eq!(read.sequence_number, sent.message.sequence_number);
+                    seqs.push(sent.message.sequence_number);
+                }
+                seqs
+            }));
+        }
+    }
+    for t in tasks {
+        let seqs = t.await.expect("task");
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "in send order: {seqs:?}"
+        );
+    }
+    let n = (TASKS_PER_CHAT * EACH) as i64;
+    for &(c, peer) in &chats {
+        let all = store.messages_since(peer, c, 0, 1000).await.expect("since");
+        assert_eq!(
+            all.iter().map(|m| m.sequence_number).collect::<Vec<_>>(),
+            (1..=n).collect::<Vec<_>>()
+        );
+        let feed = store.changes_since(peer, 0, 1000).await.expect("feed");
+        assert_eq!(
+            feed.iter().map(|c| c.cursor()).collect::<Vec<_>>(),
+            (1..=n + 1).collect::<Vec<_>>()
+        );
+    }
+    let feed = store.changes_since(hub, 0, 1000).await.expect("feed");
+    let total = CHATS as i64 * (n + 1);
+    assert_eq!(
+        feed.iter().map(|c| c.cursor()).collect::<Vec<_>>(),
+        (1..=total).collect::<Vec<_>>()
+    );
+}
+
 /// Runs the whole suite, each case on a store from `fresh`.
 #[macro_export]
 macro_rules! store_suite {
@@ -685,6 +858,9 @@ macro_rules! store_suite {
             pending_logins_expire_and_are_single_use,
             change_feed_is_complete_and_ordered,
             contacts_search_and_page,
+            batch_item_failure_spares_the_others,
+            duplicate_within_a_batch_is_stored_once,
+            concurrent_sends_into_many_chats_keep_order,
         );
     };
     (@cases $fresh:expr; $($case:ident),* $(,)?) => {

@@ -5,6 +5,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::CookieJar;
 use axum_extra::extract::cookie::{Cookie, SameSite};
+use jibber_proto::api::Envelope;
 use jibber_proto::api::{
     AccessTokenResponse, LoginFinishRequest, LoginFinishResponse, LoginStartRequest,
     LoginStartResponse, RefreshRequest, RefreshResponse, RegisterFinishRequest,
@@ -89,6 +90,7 @@ fn validate_optional_text(
     Ok(Some(v.to_owned()))
 }
 
+#[utoipa::path(post, path = "/api/v1/auth/register/start", tag = "auth", request_body = RegisterStartRequest, responses((status = 200, body = Envelope<RegisterStartResponse>)))]
 /// POST /api/v1/auth/register/start: the OPAQUE registration response.
 pub async fn register_start(
     State(state): State<AppState>,
@@ -96,7 +98,10 @@ pub async fn register_start(
     ApiJson(body): ApiJson<RegisterStartRequest>,
 ) -> ApiResult<Response> {
     validate_username(&body.username)?;
-    state.auth_limits.check(ip, &body.username)?;
+    state
+        .auth_limits
+        .check(&state.realtime.cluster, ip, &body.username)
+        .await?;
     if state
         .store
         .user_by_username(&body.username)
@@ -121,6 +126,7 @@ pub async fn register_start(
     }))
 }
 
+#[utoipa::path(post, path = "/api/v1/auth/register/finish", tag = "auth", request_body = RegisterFinishRequest, responses((status = 201, body = Envelope<crate::http::openapi::Registered>)))]
 /// POST /api/v1/auth/register/finish: stores the account (201).
 pub async fn register_finish(
     State(state): State<AppState>,
@@ -128,7 +134,10 @@ pub async fn register_finish(
     ApiJson(body): ApiJson<RegisterFinishRequest>,
 ) -> ApiResult<Response> {
     validate_username(&body.username)?;
-    state.auth_limits.check(ip, &body.username)?;
+    state
+        .auth_limits
+        .check(&state.realtime.cluster, ip, &body.username)
+        .await?;
     validate_bytes("publicIdKey", body.public_id_key.as_bytes(), PUBLIC_KEY_MAX)?;
     validate_bytes(
         "publicSigningKey",
@@ -175,6 +184,7 @@ pub async fn register_finish(
     ))
 }
 
+#[utoipa::path(post, path = "/api/v1/auth/login/start", tag = "auth", request_body = LoginStartRequest, responses((status = 200, body = Envelope<LoginStartResponse>)))]
 /// POST /api/v1/auth/login/start: the OPAQUE credential response and a login id.
 pub async fn login_start(
     State(state): State<AppState>,
@@ -186,7 +196,10 @@ pub async fn login_start(
             "username: must be 1 to 256 characters",
         ));
     }
-    state.auth_limits.check(ip, &body.username)?;
+    state
+        .auth_limits
+        .check(&state.realtime.cluster, ip, &body.username)
+        .await?;
     let user = state.store.user_by_username(&body.username).await?;
     // An unknown user gets opaque-ke's dummy response: the client fails as with a wrong password.
     let (response, server_state) = opaque::login_start(
@@ -215,6 +228,7 @@ pub async fn login_start(
     }))
 }
 
+#[utoipa::path(post, path = "/api/v1/auth/login/finish", tag = "auth", request_body = LoginFinishRequest, responses((status = 200, body = Envelope<LoginFinishResponse>)))]
 /// POST /api/v1/auth/login/finish: verifies the client and issues tokens.
 pub async fn login_finish(
     State(state): State<AppState>,
@@ -273,10 +287,18 @@ fn presented_refresh_token(jar: &CookieJar, body: RefreshRequest) -> ApiResult<S
     body.refresh_token
         .filter(|t| !t.is_empty())
         .or_else(|| jar.get(REFRESH_COOKIE).map(|c| c.value().to_owned()))
-        .filter(|t| t.len() <= 256)
         .ok_or_else(|| ApiError::unauthenticated("No refresh token provided"))
+        // A token too long to be one of ours is presented but invalid, not missing.
+        .and_then(|t| {
+            if t.len() <= 256 {
+                Ok(t)
+            } else {
+                Err(ApiError::invalid_token("Invalid token"))
+            }
+        })
 }
 
+#[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = Option<RefreshRequest>, responses((status = 200, body = Envelope<RefreshResponse>)))]
 /// POST /api/v1/auth/refresh: spends the refresh token and issues a new pair.
 pub async fn refresh(
     State(state): State<AppState>,
@@ -329,6 +351,7 @@ pub async fn refresh(
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/auth/refresh-socket-token", tag = "auth", request_body = Option<RefreshRequest>, responses((status = 200, body = Envelope<AccessTokenResponse>)))]
 /// POST /api/v1/auth/refresh-socket-token: a new access token for a live refresh token,
 /// without rotating it (the name comes from the original design).
 pub async fn refresh_socket_token(
@@ -359,6 +382,7 @@ pub async fn refresh_socket_token(
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", request_body = Option<RefreshRequest>, responses((status = 200, body = crate::http::openapi::Done)))]
 /// POST /api/v1/auth/logout: revokes the refresh-token family and clears the cookie.
 pub async fn logout(
     State(state): State<AppState>,

@@ -4,6 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use jibber_proto::B64;
+use jibber_proto::api::{Chat, Envelope};
 use jibber_proto::api::{CreateChatRequest, Pagination};
 use jibber_store::ChatCursor;
 use jibber_store::util::{now_ms, to_ms};
@@ -14,6 +15,7 @@ use super::extract::{ApiJson, ApiQuery, AuthUser, limit, ok, page, with_status};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
+#[utoipa::path(post, path = "/api/v1/chats", tag = "chats", request_body = CreateChatRequest, responses((status = 200, body = Envelope<Chat>), (status = 201, body = Envelope<Chat>)), security(("bearer" = [])))]
 /// POST /api/v1/chats `{userId}`: the chat with that user, created if absent (201) or
 /// existing (200).
 pub async fn create(
@@ -43,11 +45,13 @@ pub async fn create(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     #[serde(default)]
     cursor: Option<String>,
     #[serde(default)]
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
 }
 
@@ -64,6 +68,7 @@ fn decode_cursor(s: &str) -> Option<ChatCursor> {
     })
 }
 
+#[utoipa::path(get, path = "/api/v1/chats", tag = "chats", params(ListQuery), responses((status = 200, body = Envelope<Vec<Chat>>)), security(("bearer" = [])))]
 /// GET /api/v1/chats?cursor=&limit=: the caller's chats, most recent activity first, each
 /// with the other member, the last message and the unread count. One query per page.
 pub async fn list(

@@ -1,5 +1,6 @@
 //! Extractors that turn every rejection into an [`ApiError`], and the authenticated caller.
 
+use std::marker::PhantomData;
 use std::net::{IpAddr, SocketAddr};
 
 use axum::Json;
@@ -10,8 +11,9 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use jibber_proto::ErrorCode;
 use jibber_proto::api::Envelope;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{DeserializeOwned, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 
 use crate::auth::tokens::TokenError;
@@ -59,10 +61,43 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        Json::<T>::from_request(req, state)
+        Json::<Object<T>>::from_request(req, state)
             .await
-            .map(|Json(v)| ApiJson(v))
+            .map(|Json(Object(v))| ApiJson(v))
             .map_err(json_rejection)
+    }
+}
+
+/// Parses a JSON body as [`ApiJson`] does once the body is read (used by the fuzz targets).
+pub fn parse_json_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    Json::<Object<T>>::from_bytes(bytes)
+        .map(|Json(Object(v))| v)
+        .map_err(json_rejection)
+}
+
+/// A body that must be a JSON object: serde's derived structs also accept an array of the
+/// field values (`["alice", "…"]`), which is not the documented shape.
+struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor<T>(PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
+            type Value = T;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map))
+            }
+        }
+
+        deserializer
+            .deserialize_map(ObjectVisitor(PhantomData))
+            .map(Object)
     }
 }
 

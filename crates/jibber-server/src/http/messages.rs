@@ -3,6 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
+use jibber_proto::api::{DeliveredReceipt, Envelope, Message, ReadReceipt, SendMessageResponse};
 use jibber_proto::api::{MarkReadRequest, Pagination, SendMessageRequest, SyncResponse};
 use serde::Deserialize;
 
@@ -11,14 +12,18 @@ use crate::error::{ApiError, ApiResult};
 use crate::service::{self, chat_not_found};
 use crate::state::AppState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     #[serde(default)]
+    #[param(minimum = 1)]
     before: Option<i64>,
     #[serde(default)]
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
 }
 
+#[utoipa::path(get, path = "/api/v1/messages/{id}", tag = "messages", params(("id" = Uuid, Path, description = "A chat id"), HistoryQuery), responses((status = 200, body = Envelope<Vec<Message>>)), security(("bearer" = [])))]
 /// GET /api/v1/messages/{chatId}?before=&limit=: a page of history, chronological, ending
 /// before sequence `before` (or at the newest message).
 pub async fn history(
@@ -57,14 +62,18 @@ pub async fn history(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SinceQuery {
     #[serde(default)]
+    #[param(minimum = 0)]
     since: Option<i64>,
     #[serde(default)]
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
 }
 
+#[utoipa::path(get, path = "/api/v1/messages/{id}/sync", tag = "messages", params(("id" = Uuid, Path, description = "A chat id"), SinceQuery), responses((status = 200, body = Envelope<Vec<Message>>)), security(("bearer" = [])))]
 /// GET /api/v1/messages/{chatId}/sync?since=: every message after `since`, chronological,
 /// in pages (`nextSince` continues).
 pub async fn chat_sync(
@@ -96,6 +105,7 @@ pub async fn chat_sync(
     ))
 }
 
+#[utoipa::path(get, path = "/api/v1/sync", tag = "messages", params(SinceQuery), responses((status = 200, body = Envelope<SyncResponse>)), security(("bearer" = [])))]
 /// GET /api/v1/sync?since=: the caller's change feed after a cursor (0 for everything).
 pub async fn sync(
     State(state): State<AppState>,
@@ -118,6 +128,7 @@ pub async fn sync(
     }))
 }
 
+#[utoipa::path(post, path = "/api/v1/messages/{id}", tag = "messages", request_body = SendMessageRequest, params(("id" = Uuid, Path, description = "A chat id")), responses((status = 201, body = Envelope<SendMessageResponse>), (status = 200, description = "A repeated tempMessageId: the first copy, duplicate: true", body = Envelope<SendMessageResponse>)), security(("bearer" = [])))]
 /// POST /api/v1/messages/{chatId}: stores a message (201), or returns the first copy of a
 /// repeated `tempMessageId` (200, `duplicate: true`).
 pub async fn send(
@@ -135,6 +146,7 @@ pub async fn send(
     })
 }
 
+#[utoipa::path(post, path = "/api/v1/messages/{id}/delivered", tag = "messages", params(("id" = Uuid, Path, description = "A message id")), responses((status = 200, body = Envelope<DeliveredReceipt>)), security(("bearer" = [])))]
 /// POST /api/v1/messages/{messageId}/delivered: marks a received message delivered, once.
 pub async fn delivered(
     State(state): State<AppState>,
@@ -144,6 +156,7 @@ pub async fn delivered(
     Ok(ok(service::mark_delivered(&state, me, id).await?))
 }
 
+#[utoipa::path(post, path = "/api/v1/messages/{id}/read", tag = "messages", request_body = MarkReadRequest, params(("id" = Uuid, Path, description = "A chat id")), responses((status = 200, body = Envelope<ReadReceipt>)), security(("bearer" = [])))]
 /// POST /api/v1/messages/{chatId}/read `{upToSequence}`: marks read and resets the unread
 /// count, atomically.
 pub async fn read(

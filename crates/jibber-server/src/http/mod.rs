@@ -16,8 +16,10 @@ pub mod chats;
 pub mod context;
 pub mod extract;
 pub mod messages;
+pub mod openapi;
 pub mod ops;
 pub mod users;
+pub mod web;
 
 /// The name of the request ID header.
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -50,12 +52,13 @@ pub fn router(state: AppState, sockets: socketioxide::layer::SocketIoLayer) -> R
         .route("/messages/{id}/read", post(messages::read))
         .route("/sync", get(messages::sync))
         .route("/health", get(ops::health))
-        .route("/ready", get(ops::ready));
+        .route("/ready", get(ops::ready))
+        .route("/openapi.json", get(openapi::serve));
 
     let mut app = Router::new()
         .nest(jibber_proto::API_PREFIX, api)
         .route("/metrics", get(ops::metrics))
-        .fallback(ops::not_found)
+        .fallback(web::fallback)
         .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,

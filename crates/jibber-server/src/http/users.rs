@@ -2,6 +2,7 @@
 
 use axum::extract::State;
 use axum::response::Response;
+use jibber_proto::api::{Envelope, PublicUser};
 use jibber_proto::api::{KeyBundleResponse, Me, Pagination, RotateKeysRequest};
 use jibber_proto::{B64, KEY_BUNDLE_MAX, PUBLIC_KEY_MAX};
 use jibber_store::UserRecord;
@@ -33,11 +34,13 @@ async fn load(state: &AppState, id: uuid::Uuid) -> ApiResult<UserRecord> {
         .ok_or_else(|| ApiError::not_found("user"))
 }
 
+#[utoipa::path(get, path = "/api/v1/users/me", tag = "users", responses((status = 200, body = Envelope<Me>)), security(("bearer" = [])))]
 /// GET /api/v1/users/me
 pub async fn me(State(state): State<AppState>, AuthUser(me): AuthUser) -> ApiResult<Response> {
     Ok(ok(me_of(&load(&state, me).await?)))
 }
 
+#[utoipa::path(get, path = "/api/v1/users/me/key-bundle", tag = "users", responses((status = 200, body = Envelope<KeyBundleResponse>)), security(("bearer" = [])))]
 /// GET /api/v1/users/me/key-bundle: the sealed private keys, only ever to their owner.
 pub async fn key_bundle(
     State(state): State<AppState>,
@@ -51,6 +54,7 @@ pub async fn key_bundle(
     }))
 }
 
+#[utoipa::path(put, path = "/api/v1/users/me/keys", tag = "users", request_body = RotateKeysRequest, responses((status = 200, body = Envelope<Me>)), security(("bearer" = [])))]
 /// PUT /api/v1/users/me/keys: key rotation (new public keys and a new sealed bundle).
 pub async fn rotate_keys(
     State(state): State<AppState>,
@@ -76,6 +80,7 @@ pub async fn rotate_keys(
     Ok(ok(me_of(&load(&state, me).await?)))
 }
 
+#[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users", params(("id" = Uuid, Path, description = "A user id")), responses((status = 200, body = Envelope<PublicUser>)), security(("bearer" = [])))]
 /// GET /api/v1/users/{userId}: a public profile with the public keys.
 pub async fn profile(
     State(state): State<AppState>,
@@ -85,16 +90,20 @@ pub async fn profile(
     Ok(ok(load(&state, id).await?.public()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ContactsQuery {
     #[serde(default)]
+    #[param(max_length = 64)]
     search: Option<String>,
     #[serde(default)]
     cursor: Option<String>,
     #[serde(default)]
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
 }
 
+#[utoipa::path(get, path = "/api/v1/contacts", tag = "users", params(ContactsQuery), responses((status = 200, body = Envelope<Vec<PublicUser>>)), security(("bearer" = [])))]
 /// GET /api/v1/contacts?search=&cursor=&limit=: other users by username; none is `data: []`.
 pub async fn contacts(
     State(state): State<AppState>,

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use jibber_proto::ErrorCode;
 use jibber_proto::events::{self, HandshakeAuth, Notice};
 use socketioxide::extract::{SocketRef, TryData};
 use time::OffsetDateTime;
@@ -14,18 +15,49 @@ use uuid::Uuid;
 use crate::auth::tokens::TokenError;
 use crate::state::AppState;
 
-/// Why a handshake was refused. The texts are part of the protocol (API.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+/// Why a handshake was refused. The texts and codes are part of the protocol (API.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
-    #[error("No token provided")]
     NoToken,
-    #[error("Token expired")]
     Expired,
-    #[error("Invalid token")]
     Invalid,
-    #[error("Server shutting down")]
     ShuttingDown,
 }
+
+impl Refusal {
+    pub fn message(self) -> &'static str {
+        match self {
+            Refusal::NoToken => "No token provided",
+            Refusal::Expired => "Token expired",
+            Refusal::Invalid => "Invalid token",
+            Refusal::ShuttingDown => "Server shutting down",
+        }
+    }
+
+    pub fn code(self) -> ErrorCode {
+        match self {
+            Refusal::NoToken => ErrorCode::Unauthenticated,
+            Refusal::Expired => ErrorCode::TokenExpired,
+            Refusal::Invalid => ErrorCode::InvalidToken,
+            Refusal::ShuttingDown => ErrorCode::ServiceUnavailable,
+        }
+    }
+}
+
+/// socketioxide sends a middleware error's text as the `connect_error` message. The text is the
+/// whole Socket.IO error object `{"message", "data": {"code"}}`, which the patched common parser
+/// (vendor/socketioxide-parser-common) writes as it is, so clients read `err.data.code`.
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let object = serde_json::json!({
+            "message": self.message(),
+            "data": { "code": self.code() },
+        });
+        write!(f, "{object}")
+    }
+}
+
+impl std::error::Error for Refusal {}
 
 /// What a connected socket knows about its user.
 #[derive(Debug)]

@@ -42,9 +42,8 @@ async fn handle<T, F, Fut>(
     };
     metrics::counter!("jibber_socket_events_total", "event" => event).increment(1);
     let result = async {
-        state.realtime.check_rate(session.user, event)?;
-        let payload: T = serde_path_to_error::deserialize(data.unwrap_or(Value::Null))
-            .map_err(|e| ApiError::validation(format!("{event}: {e}")))?;
+        state.realtime.check_rate(session.user, event).await?;
+        let payload: T = parse_event(event, data)?;
         f(state.clone(), socket.clone(), session.clone(), payload).await
     }
     .await;
@@ -88,6 +87,13 @@ async fn handle<T, F, Fut>(
     }
 }
 
+/// Parses an event's payload (absent is `null`); a bad one is VALIDATION_FAILED naming the
+/// event and the field.
+pub fn parse_event<T: DeserializeOwned>(event: &str, data: Option<Value>) -> ApiResult<T> {
+    serde_path_to_error::deserialize(data.unwrap_or(Value::Null))
+        .map_err(|e| ApiError::validation(format!("{event}: {e}")))
+}
+
 /// Registers one event handler that parses its payload as `T`.
 macro_rules! on {
     ($socket:expr, $state:expr, $event:expr, $handler:expr) => {{
@@ -110,7 +116,7 @@ pub async fn on_connect(state: AppState, socket: SocketRef) {
     };
     let user = session.user;
     socket.join(user_room(user));
-    let first = state.realtime.registry.add(user, socket.id);
+    let first_here = state.realtime.registry.add(user, socket.id);
     state.realtime.publish_counts(&state);
     metrics::counter!("jibber_socket_connections_total").increment(1);
     auth::start_timer(socket.clone(), session.clone());
@@ -142,10 +148,7 @@ pub async fn on_connect(state: AppState, socket: SocketRef) {
     // Tell this device who of its peers is online, then tell the peers about this user.
     match state.store.chat_peers(user).await {
         Ok(peers) => {
-            let online: Vec<Uuid> = peers
-                .into_iter()
-                .filter(|p| state.realtime.registry.is_online(*p))
-                .collect();
+            let online = state.realtime.online_among(peers).await;
             notify::emit_to_socket(
                 &socket,
                 events::ONLINE_USERS,
@@ -154,7 +157,7 @@ pub async fn on_connect(state: AppState, socket: SocketRef) {
         }
         Err(e) => tracing::warn!(error = %e, "cannot load chat peers"),
     }
-    if first {
+    if first_here && state.realtime.join(user).await {
         notify::presence(&state, user, events::USER_ONLINE, None).await;
     }
 }
@@ -166,19 +169,16 @@ async fn on_disconnect(state: AppState, socket: SocketRef) {
     };
     session.stop_timer();
     let user = session.user;
-    let last = state.realtime.registry.remove(user, socket.id);
+    let last_here = state.realtime.registry.remove(user, socket.id);
     state.realtime.publish_counts(&state);
-    if !last {
-        return;
+    let _ = state
+        .realtime
+        .cluster
+        .set_active(user, &socket.id.to_string(), None)
+        .await;
+    if last_here && state.realtime.leave(user).await {
+        super::nodes::went_offline(&state, user).await;
     }
-    for (chat, other) in state.realtime.clear_typing(user) {
-        notify::typing(&state, user, chat, other, false);
-    }
-    let now = now_ms();
-    if let Err(e) = state.store.set_last_seen(user, now).await {
-        tracing::warn!(error = %e, "cannot record last seen");
-    }
-    notify::presence(&state, user, events::USER_OFFLINE, Some(now)).await;
 }
 
 async fn send_message(
@@ -255,6 +255,11 @@ async fn set_active_chat(
         .realtime
         .registry
         .set_active_chat(session.user, socket.id, chat);
+    let _ = state
+        .realtime
+        .cluster
+        .set_active(session.user, &socket.id.to_string(), chat)
+        .await;
     Ok(json!({ "activeChatId": chat }))
 }
 
@@ -362,7 +367,7 @@ impl super::Realtime {
     }
 
     /// Ends every typing indicator of `user`: (chat, other member) of each.
-    fn clear_typing(&self, user: Uuid) -> Vec<(Uuid, Uuid)> {
+    pub(crate) fn clear_typing(&self, user: Uuid) -> Vec<(Uuid, Uuid)> {
         let mut typing = self.typing_lock();
         let mine: Vec<(Uuid, Uuid)> = typing
             .iter()

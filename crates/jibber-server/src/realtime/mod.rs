@@ -5,6 +5,7 @@
 //! - [`registry`]: which devices of which users are connected here, and their open chats.
 //! - [`events`]: the client → server events.
 //! - [`notify`]: server → client fan-out, used by the events and by the REST handlers alike.
+//! - [`nodes`]: several nodes over Redis (relays, presence, open chats, shared rate limits).
 //!
 //! Every device joins the room `user:<id>`; events for a user go to that room. Delivery is never
 //! at-most-once in effect: everything is stored first, and a client catches up from the database
@@ -22,11 +23,13 @@ use socketioxide::layer::SocketIoLayer;
 use socketioxide::{SocketIo, TransportType};
 use uuid::Uuid;
 
+use crate::cluster::Cluster;
 use crate::error::ApiError;
 use crate::state::AppState;
 
 pub mod auth;
 pub mod events;
+pub mod nodes;
 pub mod notify;
 pub mod order;
 pub mod registry;
@@ -44,6 +47,12 @@ pub struct Realtime {
     pub registry: Registry,
     /// Per-chat send order (see [`order`]).
     pub send_order: order::ChatLocks,
+    /// The link to the other nodes (disabled without Redis).
+    pub cluster: Cluster,
+    /// The cluster tasks (publisher, receiver, monitor), stopped on shutdown.
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+    per_second: u32,
+    burst: u32,
     limiter: DefaultKeyedRateLimiter<(Uuid, &'static str)>,
     clock: DefaultClock,
     /// Live typing indicators: (user, chat) → (generation, the other member).
@@ -60,13 +69,42 @@ impl std::fmt::Debug for Realtime {
 }
 
 impl Realtime {
-    /// Counts one `event` of `user`; RATE_LIMITED with the wait when over the limit.
-    pub fn check_rate(&self, user: Uuid, event: &'static str) -> Result<(), ApiError> {
-        self.limiter.check_key(&(user, event)).map_err(|not_until| {
-            metrics::counter!("jibber_rate_limited_total", "scope" => "socket_event", "event" => event).increment(1);
-            let wait = not_until.wait_time_from(self.clock.now());
-            ApiError { retry_after: Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)), ..ApiError::rate_limited(1) }
-        })
+    /// Counts one `event` of `user`; RATE_LIMITED with the wait when over the limit. With
+    /// Redis the bucket is shared by every node; while Redis is down each node limits alone.
+    pub async fn check_rate(&self, user: Uuid, event: &'static str) -> Result<(), ApiError> {
+        let interval = Duration::from_secs(1) / self.per_second.max(1);
+        let wait = self
+            .cluster
+            .limit(&format!("{user}:{event}"), interval, self.burst, || {
+                self.limiter
+                    .check_key(&(user, event))
+                    .err()
+                    .map(|not_until| not_until.wait_time_from(self.clock.now()))
+            })
+            .await;
+        match wait {
+            None => Ok(()),
+            Some(wait) => {
+                metrics::counter!("jibber_rate_limited_total", "scope" => "socket_event", "event" => event).increment(1);
+                let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+                Err(ApiError {
+                    retry_after: Some(ms),
+                    ..ApiError::rate_limited(1)
+                })
+            }
+        }
+    }
+
+    /// Stops the cluster tasks (on shutdown).
+    pub fn stop_tasks(&self) {
+        for task in self
+            .tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .drain(..)
+        {
+            task.abort();
+        }
     }
 
     fn typing_lock(&self) -> std::sync::MutexGuard<'_, HashMap<(Uuid, Uuid), (u64, Uuid)>> {
@@ -97,7 +135,7 @@ impl Realtime {
 }
 
 /// Builds the Socket.IO layer and the gateway state from the settings.
-pub fn build(settings: &crate::config::Settings) -> (SocketIoLayer, Realtime) {
+pub fn build(settings: &crate::config::Settings) -> anyhow::Result<(SocketIoLayer, Realtime)> {
     let (layer, io) = SocketIo::builder()
         .ping_interval(settings.socket_ping_interval)
         .ping_timeout(settings.socket_ping_timeout)
@@ -111,12 +149,16 @@ pub fn build(settings: &crate::config::Settings) -> (SocketIoLayer, Realtime) {
         io,
         registry: Registry::default(),
         send_order: order::ChatLocks::default(),
+        cluster: Cluster::from_settings(settings)?,
+        tasks: Mutex::new(Vec::new()),
+        per_second: rate.get(),
+        burst: burst.get(),
         limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
         clock: DefaultClock::default(),
         typing: Mutex::new(HashMap::new()),
         typing_generation: AtomicU64::new(0),
     };
-    (layer, realtime)
+    Ok((layer, realtime))
 }
 
 /// Registers the namespace handlers; called once the [`AppState`] exists.
@@ -131,12 +173,23 @@ pub fn attach(state: &AppState) {
             auth::authenticate(middleware_state.clone(), socket, auth)
         };
     state.realtime.io.ns("/", on_connect.with(middleware));
+    nodes::start(state);
 }
 
-/// Begins shutdown: tells every client, then closes every transport so that the official
-/// clients see "transport close" and reconnect (to another node) by themselves.
+/// Begins shutdown: tells every client, takes this node's users offline (announced to the other
+/// nodes, which the clients will reconnect to), leaves the cluster, then closes every transport
+/// so that the official clients see "transport close" and reconnect by themselves.
 pub async fn shutdown(state: &AppState) {
     notify::broadcast_shutdown(state).await;
+    for user in state.realtime.registry.take_all() {
+        if state.realtime.leave(user).await {
+            nodes::went_offline(state, user).await;
+        }
+    }
+    state.realtime.publish_counts(state);
+    state.realtime.cluster.flush(Duration::from_secs(2)).await;
+    state.realtime.cluster.leave_cluster().await;
+    state.realtime.stop_tasks();
     let closing = state.realtime.io.close();
     if tokio::time::timeout(Duration::from_secs(5), closing)
         .await

@@ -1,6 +1,10 @@
 //! Server → client fan-out. REST handlers and socket events both call these, so a message sent
 //! over REST reaches sockets exactly like one sent over a socket.
 //!
+//! Every fan-out emits to this node's sockets and queues a [`Relay`] for the other nodes
+//! (`crate::cluster`), which apply it to their own sockets through the same functions: the
+//! guarantees below hold for every socket on every node.
+//!
 //! A failed emit never loses anything: the data is in the database already. A socket whose send
 //! queue is full is marked lagging, the drop is counted (`jibber_socket_emit_dropped_total`), and
 //! the next emit that fits is preceded by `syncRequired`, which makes the client walk `/sync`.
@@ -12,7 +16,8 @@ use std::time::Duration;
 use jibber_proto::api::{DeliveredReceipt, Message, ReadReceipt};
 use jibber_proto::events::{self, MessageDelivered, MessageRead, Notice, UserPresence, UserTyping};
 use jibber_store::Sent;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use socketioxide::extract::SocketRef;
 use socketioxide::socket::Sid;
 use socketioxide::{SendError, SocketError};
@@ -24,6 +29,39 @@ use crate::state::AppState;
 
 /// How long a receiver device has to acknowledge `receivedMessage`.
 const DELIVERY_ACK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What one node asks the others to emit to their own sockets.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum Relay {
+    /// `event` with `data` to every device of `users`.
+    Emit {
+        users: Vec<Uuid>,
+        event: String,
+        data: Value,
+    },
+    /// `receivedMessage` to the receiver's devices, each with a delivery acknowledgement.
+    Deliver { message: Box<Message> },
+}
+
+/// Queues a relay for the other nodes (nothing without Redis).
+fn relay(state: &AppState, relay: &Relay) {
+    if !state.realtime.cluster.is_enabled() {
+        return;
+    }
+    match serde_json::to_vec(relay) {
+        Ok(body) => state.realtime.cluster.relay(body),
+        Err(e) => tracing::error!(error = %e, "a relay does not serialize"),
+    }
+}
+
+/// Applies a relay from another node to this node's sockets.
+pub fn apply(state: &AppState, relay: Relay) {
+    match relay {
+        Relay::Emit { users, event, data } => emit_local(state, &users, &event, &data, None),
+        Relay::Deliver { message } => deliver_local(state, &message),
+    }
+}
 
 /// The local sockets of a user.
 fn sockets_of(state: &AppState, user: Uuid) -> Vec<SocketRef> {
@@ -74,7 +112,48 @@ pub fn emit_to_socket<T: Serialize + ?Sized>(socket: &SocketRef, event: &str, da
     }
 }
 
-/// Emits to every device of `user`, except one socket.
+/// Emits to this node's devices of each user, except one socket.
+fn emit_local<T: Serialize + ?Sized>(
+    state: &AppState,
+    users: &[Uuid],
+    event: &str,
+    data: &T,
+    except: Option<Sid>,
+) {
+    for user in users {
+        for socket in sockets_of(state, *user) {
+            if Some(socket.id) != except {
+                emit_to_socket(&socket, event, data);
+            }
+        }
+    }
+}
+
+/// Emits to every device of each user on every node, except one socket (of this node).
+pub fn to_users<T: Serialize + ?Sized>(
+    state: &AppState,
+    users: &[Uuid],
+    event: &str,
+    data: &T,
+    except: Option<Sid>,
+) {
+    emit_local(state, users, event, data, except);
+    if state.realtime.cluster.is_enabled() {
+        match serde_json::to_value(data) {
+            Ok(data) => relay(
+                state,
+                &Relay::Emit {
+                    users: users.to_vec(),
+                    event: event.to_owned(),
+                    data,
+                },
+            ),
+            Err(e) => tracing::error!(error = %e, event, "an event does not serialize"),
+        }
+    }
+}
+
+/// Emits to every device of `user` on every node, except one socket.
 pub fn to_user<T: Serialize + ?Sized>(
     state: &AppState,
     user: Uuid,
@@ -82,18 +161,7 @@ pub fn to_user<T: Serialize + ?Sized>(
     data: &T,
     except: Option<Sid>,
 ) {
-    for socket in sockets_of(state, user) {
-        if Some(socket.id) != except {
-            emit_to_socket(&socket, event, data);
-        }
-    }
-}
-
-/// Emits to every device of each user.
-pub fn to_users<T: Serialize + ?Sized>(state: &AppState, users: &[Uuid], event: &str, data: &T) {
-    for user in users {
-        to_user(state, *user, event, data, None);
-    }
+    to_users(state, &[user], event, data, except);
 }
 
 /// A message was stored (or found again): `messageSent` to the sender's devices, and for a new
@@ -107,6 +175,17 @@ pub fn message_stored(state: &AppState, sent: &Sent, origin: Option<Sid>) {
         return;
     }
     to_user(state, m.sender, events::RECEIVED_MESSAGE, m, origin);
+    deliver_local(state, m);
+    relay(
+        state,
+        &Relay::Deliver {
+            message: Box::new(m.clone()),
+        },
+    );
+}
+
+/// `receivedMessage` with a delivery acknowledgement to the receiver's devices on this node.
+fn deliver_local(state: &AppState, m: &Message) {
     for socket in sockets_of(state, m.receiver) {
         deliver_with_ack(state, &socket, m);
     }
@@ -164,7 +243,7 @@ pub fn read(state: &AppState, r: &ReadReceipt, reader: Uuid, other: Uuid) {
         reader,
         read_at: r.read_at,
     };
-    to_users(state, &[other, reader], events::MESSAGE_READ, &data);
+    to_users(state, &[other, reader], events::MESSAGE_READ, &data, None);
 }
 
 /// `newConversation` to the other member of a new chat, as that member sees it.
@@ -206,8 +285,19 @@ pub async fn presence(
                 user_id: user,
                 last_seen,
             },
+            None,
         ),
         Err(e) => tracing::warn!(error = %e, "presence: cannot load chat peers"),
+    }
+}
+
+/// Tells every socket of this node to walk `/sync` (events from other nodes may have been lost).
+pub fn resync_all(state: &AppState) {
+    for socket in state.realtime.io.sockets() {
+        if let Some(session) = session(&socket) {
+            session.lagging.store(true, Ordering::Relaxed);
+            settle(&socket, Some(&session));
+        }
     }
 }
 

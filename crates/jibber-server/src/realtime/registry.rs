@@ -14,6 +14,9 @@ struct UserEntry {
     away: bool,
 }
 
+/// A user's devices on this node, each with its open chat.
+pub type Devices = Vec<(Sid, Option<Uuid>)>;
+
 /// The local registry of connected users and their devices.
 #[derive(Debug, Default)]
 pub struct Registry {
@@ -82,6 +85,20 @@ impl Registry {
 
     pub fn is_online(&self, user: Uuid) -> bool {
         self.lock().contains_key(&user)
+    }
+
+    /// Empties the registry (shutdown); returns the users that were connected. Their sockets'
+    /// later disconnects find nothing left to remove.
+    pub fn take_all(&self) -> Vec<Uuid> {
+        self.lock().drain().map(|(u, _)| u).collect()
+    }
+
+    /// Every user with their devices and open chats (to write them into Redis again).
+    pub fn snapshot(&self) -> Vec<(Uuid, Devices)> {
+        self.lock()
+            .iter()
+            .map(|(u, e)| (*u, e.sockets.iter().map(|(s, c)| (*s, *c)).collect()))
+            .collect()
     }
 
     /// (connected sockets, connected users).

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::helpers::spawn_app_with;
 
 /// Creates an empty schema and returns a URL whose connections use it.
-async fn fresh_postgres_url() -> String {
+pub async fn fresh_postgres_url() -> String {
     let base = std::env::var("JIBBER_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
     let mut admin = sqlx::PgConnection::connect(&base)

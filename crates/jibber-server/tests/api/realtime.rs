@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::helpers::{TestApp, User, message_body, spawn_app_with};
-use crate::sio::Device;
+use crate::sio::{Device, RawPolling};
 
 const FAST: &[(&str, &str)] = &[("socket_events_per_second", "100000")];
 
@@ -456,62 +456,6 @@ async fn a_new_chat_is_announced_to_the_other_member() {
     sender.disconnect().await;
     db.disconnect().await;
     app.stop().await;
-}
-
-/// A minimal Engine.IO long-polling session over plain HTTP: a client that stops polling is a
-/// consumer that does not read.
-struct RawPolling {
-    http: reqwest::Client,
-    url: String,
-}
-
-impl RawPolling {
-    async fn open(app: &TestApp, token: &str) -> RawPolling {
-        let http = reqwest::Client::new();
-        let base = format!("{}/socket.io/?EIO=4&transport=polling", app.base);
-        let open = http
-            .get(&base)
-            .send()
-            .await
-            .expect("handshake")
-            .text()
-            .await
-            .expect("text");
-        let json: Value =
-            serde_json::from_str(open.strip_prefix('0').expect("open packet")).expect("json");
-        let url = format!("{base}&sid={}", json["sid"].as_str().expect("sid"));
-        let connect = format!("40{}", json!({ "token": token }));
-        let res = http.post(&url).body(connect).send().await.expect("connect");
-        assert!(res.status().is_success());
-        RawPolling { http, url }
-    }
-
-    /// One poll: the packets the server had queued (it answers at once when there are some).
-    async fn poll(&self) -> Vec<String> {
-        let body = tokio::time::timeout(crate::sio::WAIT, async {
-            self.http
-                .get(&self.url)
-                .send()
-                .await
-                .expect("poll")
-                .text()
-                .await
-                .expect("text")
-        })
-        .await
-        .expect("poll answered");
-        body.split('\u{1e}').map(str::to_owned).collect()
-    }
-
-    /// Polls until a packet of event `name` arrives; returns every packet seen.
-    async fn poll_until(&self, name: &str) -> Vec<String> {
-        let needle = format!("[\"{name}\"");
-        let mut seen = Vec::new();
-        while !seen.iter().any(|p: &String| p.contains(&needle)) {
-            seen.extend(self.poll().await);
-        }
-        seen
-    }
 }
 
 #[tokio::test]

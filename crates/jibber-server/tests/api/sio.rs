@@ -5,6 +5,9 @@
 //! `markMessageAsDelivered`; the acknowledgement path is covered by the `socket.io-client`
 //! tests in tests/node.)
 
+// Shared by the server's tests and the CLI's several-node test; each uses a part of it.
+#![allow(dead_code)]
+
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -19,6 +22,8 @@ pub const WAIT: Duration = Duration::from_secs(20);
 
 pub struct Device {
     pub client: Client,
+    /// The `onlineUsers` greeting received on connect (Null for [`Device::from_client`]).
+    pub greeting: Value,
     events: mpsc::UnboundedReceiver<(String, Value)>,
 }
 
@@ -60,15 +65,23 @@ impl Device {
             .connect()
             .await
             .expect("socket connects");
-        let mut device = Device { client, events: rx };
-        device.expect("onlineUsers").await;
+        let mut device = Device {
+            client,
+            greeting: Value::Null,
+            events: rx,
+        };
+        device.greeting = device.expect("onlineUsers").await;
         device
     }
 
     /// A handle that only emits (for sender tasks); its events stay with the original device.
     pub fn from_client(client: Client) -> Device {
         let (_tx, events) = mpsc::unbounded_channel();
-        Device { client, events }
+        Device {
+            client,
+            greeting: Value::Null,
+            events,
+        }
     }
 
     /// The next event named `name` (others before it are skipped), or a panic after [`WAIT`].
@@ -85,6 +98,16 @@ impl Device {
                 }
                 Ok(None) => panic!("socket closed while waiting for {name}"),
                 Err(_) => panic!("no {name} within {WAIT:?}"),
+            }
+        }
+    }
+
+    /// The next event named `name` whose `field` equals `value` (others are skipped).
+    pub async fn expect_with(&mut self, name: &str, field: &str, value: &Value) -> Value {
+        loop {
+            let event = self.expect(name).await;
+            if event[field] == *value {
+                return event;
             }
         }
     }
@@ -138,5 +161,114 @@ impl Device {
 
     pub async fn disconnect(self) {
         let _ = self.client.disconnect().await;
+    }
+}
+
+/// A minimal Engine.IO long-polling session over plain HTTP: a client that stops polling is a
+/// consumer that does not read.
+pub struct RawPolling {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl RawPolling {
+    pub async fn open(app: &TestApp, token: &str) -> RawPolling {
+        Self::open_with(app, json!({ "token": token })).await
+    }
+
+    /// Opens a session and sends the Socket.IO connect packet with this `auth` object; the
+    /// server's answer (`40…` or `44…`) is the first packet of [`RawPolling::connect_reply`].
+    pub async fn open_with(app: &TestApp, auth: Value) -> RawPolling {
+        let http = reqwest::Client::new();
+        let base = format!("{}/socket.io/?EIO=4&transport=polling", app.base);
+        let open = http
+            .get(&base)
+            .send()
+            .await
+            .expect("handshake")
+            .text()
+            .await
+            .expect("text");
+        let json: Value =
+            serde_json::from_str(open.strip_prefix('0').expect("open packet")).expect("json");
+        let url = format!("{base}&sid={}", json["sid"].as_str().expect("sid"));
+        let connect = format!("40{auth}");
+        let res = http.post(&url).body(connect).send().await.expect("connect");
+        assert!(res.status().is_success());
+        RawPolling { http, url }
+    }
+
+    /// One poll: the packets the server had queued (it answers at once when there are some).
+    pub async fn poll(&self) -> Vec<String> {
+        let body = tokio::time::timeout(WAIT, async {
+            self.http
+                .get(&self.url)
+                .send()
+                .await
+                .expect("poll")
+                .text()
+                .await
+                .expect("text")
+        })
+        .await
+        .expect("poll answered");
+        body.split('\u{1e}').map(str::to_owned).collect()
+    }
+
+    /// Polls until a packet of event `name` arrives; returns every packet seen.
+    pub async fn poll_until(&self, name: &str) -> Vec<String> {
+        let needle = format!("[\"{name}\"");
+        let mut seen = Vec::new();
+        while !seen.iter().any(|p: &String| p.contains(&needle)) {
+            seen.extend(self.poll().await);
+        }
+        seen
+    }
+
+    /// The answer to the connect packet: `Ok(sid)` or `Err(the connect_error object)`.
+    pub async fn connect_reply(&self) -> Result<String, Value> {
+        // Engine.IO pings ("2") may come first; the Socket.IO packets start with "4".
+        let mut packets = Vec::new();
+        while !packets.iter().any(|p: &String| p.starts_with('4')) {
+            packets.extend(self.poll().await);
+        }
+        let first = packets
+            .iter()
+            .find(|p| p.starts_with('4'))
+            .expect("a packet");
+        if let Some(ok) = first.strip_prefix("40") {
+            let v: Value = serde_json::from_str(ok).expect("json");
+            return Ok(v["sid"].as_str().expect("sid").to_owned());
+        }
+        let err = first
+            .strip_prefix("44")
+            .unwrap_or_else(|| panic!("not a connect answer: {packets:?}"));
+        Err(serde_json::from_str(err).expect("json"))
+    }
+
+    /// POSTs raw bytes as a packet payload; returns the HTTP status.
+    pub async fn send(&self, body: Vec<u8>) -> u16 {
+        self.http
+            .post(&self.url)
+            .body(body)
+            .send()
+            .await
+            .expect("post")
+            .status()
+            .as_u16()
+    }
+
+    /// Polls until a packet starting with `prefix` arrives, and returns it.
+    pub async fn poll_until_prefix(&self, prefix: &str) -> String {
+        loop {
+            if let Some(p) = self
+                .poll()
+                .await
+                .into_iter()
+                .find(|p| p.starts_with(prefix))
+            {
+                return p;
+            }
+        }
     }
 }

@@ -1,0 +1,77 @@
+//! The load generator's smoke runs (correctness only, never speed): a 10-second relay against a
+//! spawned server delivers every acknowledged message once and in order; the ceiling, idle and
+//! storm modes run and count what they should.
+
+mod common;
+
+use common::jibber;
+use serde_json::Value;
+
+fn bench(args: &[&str]) -> Value {
+    let out = jibber()
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("run jibber bench");
+    assert!(
+        out.status.success(),
+        "jibber bench {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    serde_json::from_slice(&out.stdout).expect("json report")
+}
+
+fn int(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
+}
+
+#[test]
+fn relay_smoke_run_delivers_every_acknowledged_message_once_in_order() {
+    let report = bench(&[
+        "relay",
+        "--spawn",
+        "--pairs",
+        "10",
+        "--duration",
+        "10",
+        "--warmup",
+        "1",
+        "--ceiling",
+    ]);
+    let r = &report["relay"];
+    assert!(int(&r["acked"]) > 0, "{report:#}");
+    assert_eq!(int(&r["errors"]), 0, "{report:#}");
+    assert_eq!(int(&r["lost"]), 0, "{report:#}");
+    assert_eq!(int(&r["duplicates"]), 0, "{report:#}");
+    assert_eq!(int(&r["out_of_order"]), 0, "{report:#}");
+    assert_eq!(int(&r["delivered"]), int(&r["acked"]), "{report:#}");
+    assert_eq!(int(&r["sent"]), int(&r["acked"]), "{report:#}");
+    assert!(int(&r["send_to_receive"]["count"]) > 0, "{report:#}");
+    assert!(r["server_rss_bytes"].as_u64().is_some(), "{report:#}");
+    let c = &report["ceiling"];
+    assert!(int(&c["delivered"]) > 0, "{report:#}");
+    assert!(r["ratio_to_ceiling"].as_f64().is_some(), "{report:#}");
+}
+
+#[test]
+fn idle_and_storm_smoke_runs_count_every_connection() {
+    let idle = bench(&[
+        "idle",
+        "--spawn",
+        "--connections",
+        "60",
+        "--users",
+        "6",
+        "--settle-seconds",
+        "1",
+    ]);
+    assert_eq!(int(&idle["opened"]), 60, "{idle:#}");
+    assert_eq!(int(&idle["failed"]), 0, "{idle:#}");
+    assert!(int(&idle["server_rss_after"]) > 0, "{idle:#}");
+    let storm = bench(&["storm", "--spawn", "--clients", "60", "--users", "20"]);
+    assert_eq!(int(&storm["connected_before"]), 60, "{storm:#}");
+    assert_eq!(int(&storm["reconnected"]), 60, "{storm:#}");
+    assert_eq!(int(&storm["failed"]), 0, "{storm:#}");
+}

@@ -1,0 +1,268 @@
+//! Group commit: one writer task gathers concurrent sends into one transaction.
+//!
+//! A backend's `send_message` hands its request to [`GroupCommit::submit`] and waits. The writer
+//! task takes the first queued request, drains whatever else is already queued (up to
+//! `max_batch`), and runs them all through the backend's batch function, which writes them in
+//! ONE transaction and commits once; only then is every caller answered. Requests are handed
+//! to the batch function in the order they were queued, so a chat's sequence numbers follow
+//! that order.
+//!
+//! The batch function answers each item separately (a `NotFound` or duplicate item does not
+//! fail the others). When the batch as a whole fails (an unexpected database error mid-way, a
+//! failed commit), nothing of it was committed, and [`run_batch`] writes each item again in a
+//! transaction of its own, so that one bad item cannot fail its neighbours. When the database
+//! is unavailable (pool timeout, connection lost, also during the commit) every send of the
+//! batch answers `Unavailable` at once; clients retry with the same `tempMessageId`, which the
+//! store deduplicates.
+//!
+//! Batch sizes are recorded in the `jibber_store_batch_size` histogram.
+
+use std::future::Future;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{NewMessage, Result, Sent, StoreError};
+
+/// One queued send.
+#[derive(Clone)]
+pub struct SendRequest {
+    pub msg: NewMessage,
+    /// False when the receiver has the chat open (see `Store::send_message`).
+    pub count_unread: bool,
+}
+
+/// How many sends the writer gathers at most into one transaction.
+pub const MAX_BATCH: usize = 256;
+/// How many sends may wait for the writer before `submit` itself waits (back-pressure).
+pub const QUEUE: usize = 4096;
+
+/// Sends queued together (one `submit_many`) and where their answers go.
+type Job = (Vec<SendRequest>, oneshot::Sender<Vec<Result<Sent>>>);
+
+/// The handle to a store's writer task. Cloning shares the task; the task ends when the last
+/// handle is dropped.
+#[derive(Clone, Debug)]
+pub struct GroupCommit {
+    queue: mpsc::Sender<Job>,
+}
+
+impl GroupCommit {
+    /// Spawns the writer task on the current Tokio runtime. `write` stores a batch in one
+    /// transaction: `Ok` holds one answer per item, in order, and means the transaction
+    /// committed; `Err` means nothing was committed.
+    pub fn spawn<F, Fut>(backend: &'static str, max_batch: usize, write: F) -> Self
+    where
+        F: Fn(Vec<SendRequest>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<Result<Sent>>>> + Send,
+    {
+        let (queue, mut rx) = mpsc::channel::<Job>(QUEUE);
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                // Whatever is already queued joins the batch, up to `max_batch` sends (a
+                // `submit_many` larger than that is still one batch).
+                let mut n = first.0.len();
+                let mut jobs = vec![first];
+                while n < max_batch {
+                    let Ok(job) = rx.try_recv() else { break };
+                    n += job.0.len();
+                    jobs.push(job);
+                }
+                metrics::histogram!("jibber_store_batch_size", "backend" => backend)
+                    .record(n as f64);
+                let mut requests = Vec::with_capacity(n);
+                let mut replies = Vec::with_capacity(jobs.len());
+                for (reqs, reply) in jobs {
+                    replies.push((reqs.len(), reply));
+                    requests.extend(reqs);
+                }
+                let mut answers = run_batch(requests, &write).await.into_iter();
+                for (k, reply) in replies {
+                    // A caller that gave up (its request was cancelled) is not waiting.
+                    let _ = reply.send(answers.by_ref().take(k).collect());
+                }
+            }
+        });
+        GroupCommit { queue }
+    }
+
+    /// Queues a send and waits until the transaction holding it has committed (or failed).
+    pub async fn submit(&self, msg: NewMessage, count_unread: bool) -> Result<Sent> {
+        self.submit_many(vec![SendRequest { msg, count_unread }])
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(stopped()))
+    }
+
+    /// Queues sends that are written in one transaction (with whatever else is queued), in
+    /// order; answers one result per send after the commit.
+    pub async fn submit_many(&self, requests: Vec<SendRequest>) -> Vec<Result<Sent>> {
+        let n = requests.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        let (reply, answer) = oneshot::channel();
+        if self.queue.send((requests, reply)).await.is_err() {
+            return (0..n).map(|_| Err(stopped())).collect();
+        }
+        match answer.await {
+            Ok(answers) if answers.len() == n => answers,
+            _ => (0..n).map(|_| Err(stopped())).collect(),
+        }
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::Unavailable("the store's writer has stopped".into())
+}
+
+/// Writes `requests` as one batch; if the batch fails as a whole, writes each on its own.
+/// Always answers once per request, in order.
+pub async fn run_batch<F, Fut>(requests: Vec<SendRequest>, write: &F) -> Vec<Result<Sent>>
+where
+    F: Fn(Vec<SendRequest>) -> Fut,
+    Fut: Future<Output = Result<Vec<Result<Sent>>>>,
+{
+    let n = requests.len();
+    let retry = if n > 1 { Some(requests.clone()) } else { None };
+    match write(requests).await {
+        Ok(answers) if answers.len() == n => answers,
+        Ok(answers) => {
+            let e = format!("batch answered {} of {n} sends", answers.len());
+            (0..n)
+                .map(|_| Err(StoreError::Backend(e.clone())))
+                .collect()
+        }
+        // The database cannot serve now (pool timeout, connection lost): one by one would only
+        // make every send wait for the same timeout again.
+        Err(StoreError::Unavailable(e)) => (0..n)
+            .map(|_| Err(StoreError::Unavailable(e.clone())))
+            .collect(),
+        Err(e) => match retry {
+            None => vec![Err(e)],
+            Some(requests) => {
+                tracing::warn!(error = %e, sends = n, "a batch of sends failed; writing them one by one");
+                let mut out = Vec::with_capacity(n);
+                for r in requests {
+                    let answer = write(vec![r]).await.and_then(|mut a| {
+                        a.pop()
+                            .unwrap_or_else(|| Err(StoreError::Backend("no answer".into())))
+                    });
+                    out.push(answer);
+                }
+                out
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::util::now_ms;
+    use uuid::Uuid;
+
+    fn requests(temps: &[&str]) -> Vec<SendRequest> {
+        let id = Uuid::now_v7();
+        temps
+            .iter()
+            .map(|t| SendRequest {
+                msg: NewMessage {
+                    id,
+                    chat_id: id,
+                    sender: id,
+                    receiver: id,
+                    cipher: Vec::new(),
+                    iv: Vec::new(),
+                    signature: Vec::new(),
+                    sender_public_id_key: Vec::new(),
+                    sender_public_signing_key: Vec::new(),
+                    receiver_public_id_key: Vec::new(),
+                    client_timestamp: now_ms(),
+                    temp_message_id: (*t).to_owned(),
+                    created_at: now_ms(),
+                },
+                count_unread: true,
+            })
+            .collect()
+    }
+
+    /// A stand-in backend: a batch holding "poison" fails as a whole with `fail`; alone,
+    /// "poison" fails, every other send is "stored". Records the batch sizes it was given.
+    fn backend(
+        fail: fn() -> StoreError,
+        calls: &Mutex<Vec<usize>>,
+        batch: Vec<SendRequest>,
+    ) -> Result<Vec<Result<Sent>>> {
+        calls.lock().expect("lock").push(batch.len());
+        if batch.len() > 1 && batch.iter().any(|r| r.msg.temp_message_id == "poison") {
+            return Err(fail());
+        }
+        Ok(batch
+            .iter()
+            .map(|r| match r.msg.temp_message_id.as_str() {
+                "poison" => Err(fail()),
+                _ => Err(StoreError::Conflict("stored")),
+            })
+            .collect())
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_is_written_again_one_send_at_a_time() {
+        let calls = Mutex::new(Vec::new());
+        let write = |b| std::future::ready(backend(|| StoreError::Backend("x".into()), &calls, b));
+        let answers = run_batch(requests(&["a", "poison", "b"]), &write).await;
+        assert!(matches!(answers[0], Err(StoreError::Conflict("stored"))));
+        assert!(matches!(answers[1], Err(StoreError::Backend(_))));
+        assert!(matches!(answers[2], Err(StoreError::Conflict("stored"))));
+        assert_eq!(*calls.lock().expect("lock"), vec![3, 1, 1, 1]);
+    }
+
+    #[tokio::test]
+    async fn an_unavailable_database_fails_the_batch_at_once() {
+        let calls = Mutex::new(Vec::new());
+        let write = |b| {
+            std::future::ready(backend(
+                || StoreError::Unavailable("down".into()),
+                &calls,
+                b,
+            ))
+        };
+        let answers = run_batch(requests(&["a", "poison", "b"]), &write).await;
+        assert!(
+            answers
+                .iter()
+                .all(|a| matches!(a, Err(StoreError::Unavailable(_))))
+        );
+        assert_eq!(*calls.lock().expect("lock"), vec![3]);
+    }
+
+    #[tokio::test]
+    async fn the_writer_answers_every_caller_in_queue_order() {
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let commit = GroupCommit::spawn("test", 4, move |batch: Vec<SendRequest>| {
+            log.lock().expect("lock").push(
+                batch
+                    .iter()
+                    .map(|r| r.msg.temp_message_id.clone())
+                    .collect::<Vec<_>>(),
+            );
+            std::future::ready(Ok(batch
+                .into_iter()
+                .map(|r| Err(StoreError::Conflict(if r.count_unread { "u" } else { "n" })))
+                .collect()))
+        });
+        let many = commit
+            .submit_many(requests(&["1", "2", "3", "4", "5", "6"]))
+            .await;
+        assert_eq!(many.len(), 6);
+        let one = commit.submit(requests(&["7"]).remove(0).msg, false).await;
+        assert!(matches!(one, Err(StoreError::Conflict("n"))));
+        let batches = seen.lock().expect("lock").clone();
+        // A submit_many larger than max_batch stays one batch; order is kept.
+        assert_eq!(batches[0], vec!["1", "2", "3", "4", "5", "6"]);
+        assert_eq!(batches.concat(), vec!["1", "2", "3", "4", "5", "6", "7"]);
+    }
+}

@@ -1,0 +1,31 @@
+//! Socket event payloads: the bytes of an event's argument are parsed as JSON (what the
+//! Socket.IO parser does), then by the gateway into each client → server event type, and a
+//! `sendMessage` goes on through the send validation. Any input gets Ok or an error, never a
+//! panic.
+#![no_main]
+
+use jibber_proto::api::SendMessageRequest;
+use jibber_proto::events::{
+    HandshakeAuth, MarkDelivered, MarkRead, RefreshToken, SetActiveChat, Typing,
+};
+use jibber_server::realtime::events::parse_event;
+use jibber_server::service::new_message;
+use libfuzzer_sys::fuzz_target;
+use serde_json::Value;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(value) = serde_json::from_slice::<Value>(data) else {
+        return;
+    };
+    let v = || Some(value.clone());
+    if let Ok(req) = parse_event::<SendMessageRequest>("sendMessage", v()) {
+        let chat = req.chat_id.unwrap_or_else(uuid::Uuid::nil);
+        let _ = new_message(64 * 1024, uuid::Uuid::now_v7(), chat, req);
+    }
+    let _ = parse_event::<MarkDelivered>("markMessageAsDelivered", v());
+    let _ = parse_event::<MarkRead>("markMessageAsRead", v());
+    let _ = parse_event::<SetActiveChat>("setActiveChatId", v());
+    let _ = parse_event::<Typing>("typing", v());
+    let _ = parse_event::<RefreshToken>("refreshToken", v());
+    let _ = parse_event::<HandshakeAuth>("connect", v());
+});
