@@ -734,6 +734,7 @@ fn main_event(main: &mut Main, event: Event) -> Vec<Command> {
             );
         }
         Event::Delivered(d) => {
+            let loaded = main.lines.contains_key(&d.chat_id);
             match main
                 .lines
                 .get_mut(&d.chat_id)
@@ -746,7 +747,7 @@ fn main_event(main: &mut Main, event: Event) -> Vec<Command> {
                 }
                 // Only a chat on screen can race its own acknowledgement; a chat loaded later
                 // gets its marks from the server. Bounded all the same.
-                None if main.lines.contains_key(&d.chat_id) => {
+                None if loaded => {
                     if main.early_delivered.len() >= 1024 {
                         main.early_delivered.clear();
                     }
