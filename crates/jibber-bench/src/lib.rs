@@ -10,6 +10,7 @@
 //!   storage), so every report carries the ratio to the ceiling measured in the same run.
 //! - [`idle`]: many authenticated idle connections; server RSS per connection.
 //! - [`storm`]: drop many clients at once; time until all are back and caught up.
+//! - [`soak`]: the relay at a fixed rate for a long time; server memory must stay flat.
 //!
 //! Message bodies are random bytes of the requested size with the send time in the first 8 bytes
 //! (the server never decrypts, so its work is the same as for sealed messages; sealing costs the
@@ -23,6 +24,7 @@ pub mod proc;
 pub mod relay;
 pub mod report;
 pub mod setup;
+pub mod soak;
 pub mod storm;
 
 pub use report::Latency;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use jibber_bench::setup::{Spawned, Target, spawn_server};
-use jibber_bench::{ceiling, idle, relay, storm};
+use jibber_bench::{ceiling, idle, relay, soak, storm};
 use jibber_client::sio::Transport;
 
 #[derive(Subcommand, Debug)]
@@ -51,6 +51,27 @@ pub enum BenchCommand {
         users: usize,
         #[arg(long, default_value_t = 20_000)]
         per_address: usize,
+    },
+    /// The leak soak: steady relay load for a long time while the server's memory is sampled;
+    /// it must stay flat after the warm-up (exit code 1 when it grows or a message is lost).
+    Soak {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[arg(long, default_value_t = 50)]
+        pairs: usize,
+        /// Offered messages per second over all senders.
+        #[arg(long, default_value_t = 500)]
+        rate: u64,
+        #[arg(long, default_value_t = 30.0)]
+        minutes: f64,
+        /// Minutes at the start left out of the flatness check.
+        #[arg(long, default_value_t = 5.0)]
+        warmup_minutes: f64,
+        #[arg(long, default_value_t = 10.0)]
+        sample_seconds: f64,
+        /// Ciphertext bytes per message.
+        #[arg(long, default_value_t = 100)]
+        size: usize,
     },
 }
 
@@ -236,6 +257,43 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
             };
             let report = storm::run(&target, &cfg).await?;
             print(server.json, &report, report.table())
+        }
+        BenchCommand::Soak {
+            server,
+            pairs,
+            rate,
+            minutes,
+            warmup_minutes,
+            sample_seconds,
+            size,
+        } => {
+            let (target, _spawned) = target(&server).await?;
+            let cfg = soak::Config {
+                relay: relay::Config {
+                    pairs,
+                    duration: Duration::from_secs_f64(minutes * 60.0),
+                    warmup: Duration::from_secs(2),
+                    rate: Some(rate),
+                    size,
+                    transport: server.transport,
+                    ..relay::Config::default()
+                },
+                warmup: Duration::from_secs_f64(warmup_minutes * 60.0),
+                sample_every: Duration::from_secs_f64(sample_seconds.max(0.1)),
+            };
+            let report = soak::run(&target, &cfg).await?;
+            print(server.json, &report, report.table())?;
+            if !report.relay.is_correct() {
+                anyhow::bail!("the relay lost, doubled or reordered messages (see the totals)");
+            }
+            match report.memory {
+                Some(m) if m.flat => Ok(()),
+                Some(m) => anyhow::bail!(
+                    "server memory grew by {:.2} % after the warm-up",
+                    m.fitted_growth_percent
+                ),
+                None => anyhow::bail!("too few samples after the warm-up to judge memory"),
+            }
         }
     }
 }

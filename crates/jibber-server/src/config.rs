@@ -142,6 +142,11 @@ pub const SPECS: &[Spec] = &[
         help: "Packets queued per socket before emits to it fail (a slow consumer); it is then told to resync from the database.",
     },
     Spec {
+        key: "socket_ws_read_buffer",
+        default: "4096",
+        help: "Initial read buffer of each WebSocket connection, in bytes; it grows for larger frames. Smaller saves memory per idle connection.",
+    },
+    Spec {
         key: "socket_events_per_second",
         default: "20",
         help: "Socket events per second per user and event name (bursts of twice that); beyond it the event is answered RATE_LIMITED.",
@@ -231,6 +236,7 @@ pub struct Settings {
     pub socket_ping_timeout: Duration,
     pub socket_max_payload: u64,
     pub socket_send_queue: usize,
+    pub socket_ws_read_buffer: usize,
     pub socket_events_per_second: u32,
     pub typing_timeout: Duration,
     pub trust_proxy: bool,
@@ -563,6 +569,15 @@ impl Settings {
             |v| v.parse::<usize>().ok().filter(|n| (1..=65_536).contains(n)),
             "a number of packets from 1 to 65536",
         );
+        let socket_ws_read_buffer = p.parse(
+            "socket_ws_read_buffer",
+            |v| {
+                v.parse::<usize>()
+                    .ok()
+                    .filter(|n| (256..=1 << 20).contains(n))
+            },
+            "a number of bytes from 256 to 1048576",
+        );
         let socket_events_per_second = rate(&mut p, "socket_events_per_second");
         let trust_proxy = p.parse("trust_proxy", parse_bool, "true or false");
         let cookie_secure = p.parse(
@@ -658,6 +673,7 @@ impl Settings {
             socket_ping_timeout: socket_ping_timeout.expect("checked"),
             socket_max_payload: socket_max_payload.expect("checked"),
             socket_send_queue: socket_send_queue.expect("checked"),
+            socket_ws_read_buffer: socket_ws_read_buffer.expect("checked"),
             socket_events_per_second: socket_events_per_second.expect("checked"),
             typing_timeout: typing_timeout.expect("checked"),
             trust_proxy: trust_proxy.expect("checked"),

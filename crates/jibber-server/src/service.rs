@@ -135,6 +135,17 @@ pub async fn mark_delivered(
     me: Uuid,
     message: Uuid,
 ) -> ApiResult<DeliveredReceipt> {
+    mark_delivered_from(state, me, message, None).await
+}
+
+/// [`mark_delivered`] when the caller already knows the message's sender (the gateway, which
+/// delivered the message itself), which saves looking the message up again.
+pub async fn mark_delivered_from(
+    state: &AppState,
+    me: Uuid,
+    message: Uuid,
+    sender: Option<Uuid>,
+) -> ApiResult<DeliveredReceipt> {
     let not_found = |e| match e {
         StoreError::NotFound => ApiError::not_found("message"),
         other => ApiError::from(other),
@@ -145,12 +156,18 @@ pub async fn mark_delivered(
         .await
         .map_err(not_found)?;
     if receipt.changed {
-        let m = state
-            .store
-            .message_for(me, message)
-            .await
-            .map_err(not_found)?;
-        notify::delivered(state, &receipt, m.sender);
+        let sender = match sender {
+            Some(sender) => sender,
+            None => {
+                state
+                    .store
+                    .message_for(me, message)
+                    .await
+                    .map_err(not_found)?
+                    .sender
+            }
+        };
+        notify::delivered(state, &receipt, sender);
     }
     Ok(receipt)
 }

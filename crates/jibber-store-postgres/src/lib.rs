@@ -40,7 +40,7 @@ use async_trait::async_trait;
 use jibber_proto::api::{
     Change, Chat, DeliveredReceipt, DeliveryStatus, Message, PublicUser, ReadReceipt,
 };
-use jibber_store::batch::{GroupCommit, MAX_BATCH, SendRequest};
+use jibber_store::batch::{DeliveryRequest, GroupCommit, MAX_BATCH, SendRequest};
 use jibber_store::feed::{self, FeedRow};
 use jibber_store::util::{from_ms, like_escape, to_ms};
 use jibber_store::{
@@ -146,7 +146,9 @@ pub fn redact_url(url: &str) -> String {
 pub struct PgStore {
     pool: PgPool,
     /// The writer task that gathers this node's concurrent sends into one transaction.
-    sends: GroupCommit,
+    sends: GroupCommit<SendRequest, Sent>,
+    /// Delivery receipts, batched like sends (`None`: nothing changed; see `mark_delivered`).
+    deliveries: GroupCommit<DeliveryRequest, Option<DeliveredReceipt>>,
 }
 
 /// SQLSTATEs that mean "the database cannot serve now" rather than "this request is wrong":
@@ -512,6 +514,57 @@ async fn send_batch(pool: PgPool, batch: Vec<SendRequest>) -> Result<Vec<Result<
         .collect())
 }
 
+/// Marks a batch of messages delivered in one transaction and commits once. `None` for a
+/// message that was not `me`'s to mark or was delivered already (also earlier in this batch).
+/// Message rows are locked in id order and feeds in user order, so that batches of several
+/// nodes cannot deadlock on each other.
+async fn delivery_batch(
+    pool: PgPool,
+    batch: Vec<DeliveryRequest>,
+) -> Result<Vec<Result<Option<DeliveredReceipt>>>> {
+    let mut order: Vec<usize> = (0..batch.len()).collect();
+    order.sort_by_key(|&i| batch[i].message);
+    let mut answers: Vec<Result<Option<DeliveredReceipt>>> =
+        batch.iter().map(|_| Ok(None)).collect();
+    let mut feed = Vec::new();
+    let mut tx = pool.begin().await.map_err(backend_err)?;
+    for i in order {
+        let DeliveryRequest { me, message, at } = batch[i];
+        let changed = sqlx::query(sql::MARK_DELIVERED)
+            .bind(message)
+            .bind(me)
+            .bind(ms(at))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend_err)?;
+        let Some(row) = changed else { continue };
+        let chat_id: Uuid = get(&row, "chat_id")?;
+        let seq: i64 = get(&row, "seq")?;
+        let sender: Uuid = get(&row, "sender_id")?;
+        let entry = FeedEntry {
+            kind: "delivered",
+            chat: chat_id,
+            message: Some(message),
+            actor: Some(me),
+            up_to: Some(seq),
+            at: ms(at),
+        };
+        feed.push((i, sender, entry));
+        answers[i] = Ok(Some(DeliveredReceipt {
+            message_id: message,
+            chat_id,
+            sequence_number: seq,
+            delivered_at: ms(at),
+            changed: true,
+        }));
+    }
+    // Each sender's feed gets the receipts in the order they were queued.
+    feed.sort_by_key(|(i, _, _)| *i);
+    push_changes(&mut tx, feed.into_iter().map(|(_, u, e)| (u, e)).collect()).await?;
+    tx.commit().await.map_err(backend_err)?;
+    Ok(answers)
+}
+
 impl PgStore {
     /// Connects, runs the migrations (without the statement timeout) and opens the pool.
     /// An unreachable server is [`StoreError::Unavailable`].
@@ -550,11 +603,19 @@ impl PgStore {
             .connect_with(opts)
             .await
             .map_err(backend_err)?;
-        let sends = GroupCommit::spawn("postgres", MAX_BATCH, {
+        let sends = GroupCommit::spawn("postgres", "send", MAX_BATCH, {
             let pool = pool.clone();
             move |batch| send_batch(pool.clone(), batch)
         });
-        Ok(PgStore { pool, sends })
+        let deliveries = GroupCommit::spawn("postgres", "delivered", MAX_BATCH, {
+            let pool = pool.clone();
+            move |batch| delivery_batch(pool.clone(), batch)
+        });
+        Ok(PgStore {
+            pool,
+            sends,
+            deliveries,
+        })
     }
 
     /// The pool, for tests and tools that inspect the database (query plans).
@@ -1036,7 +1097,12 @@ impl Store for PgStore {
 
     async fn send_message(&self, m: NewMessage, count_unread: bool) -> Result<Sent> {
         let _t = Timer::start("send_message");
-        self.sends.submit(m, count_unread).await
+        self.sends
+            .submit(SendRequest {
+                msg: m,
+                count_unread,
+            })
+            .await
     }
 
     async fn send_messages(&self, sends: Vec<SendRequest>) -> Vec<Result<Sent>> {
@@ -1111,39 +1177,19 @@ impl Store for PgStore {
         now: OffsetDateTime,
     ) -> Result<DeliveredReceipt> {
         let _t = Timer::start("mark_delivered");
-        let now = ms(now);
-        let mut tx = self.begin().await?;
-        let changed = sqlx::query(sql::MARK_DELIVERED)
-            .bind(message)
-            .bind(me)
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend_err)?;
-        if let Some(row) = changed {
-            let chat_id: Uuid = get(&row, "chat_id")?;
-            let seq: i64 = get(&row, "seq")?;
-            let sender: Uuid = get(&row, "sender_id")?;
-            let entry = FeedEntry {
-                kind: "delivered",
-                chat: chat_id,
-                message: Some(message),
-                actor: Some(me),
-                up_to: Some(seq),
+        match self
+            .deliveries
+            .submit(DeliveryRequest {
+                me,
+                message,
                 at: now,
-            };
-            push_change(&mut tx, &[sender], entry).await?;
-            tx.commit().await.map_err(backend_err)?;
-            return Ok(DeliveredReceipt {
-                message_id: message,
-                chat_id,
-                sequence_number: seq,
-                delivered_at: now,
-                changed: true,
-            });
+            })
+            .await?
+        {
+            Some(receipt) => Ok(receipt),
+            // Already delivered or read, or not `me`'s to mark: answered from the message.
+            None => feed::unchanged_delivery(me, &self.message_for(me, message).await?),
         }
-        drop(tx);
-        feed::unchanged_delivery(me, &self.message_for(me, message).await?)
     }
 
     async fn mark_read(

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use jibber_proto::api::{
     Change, Chat, DeliveredReceipt, DeliveryStatus, Message, PublicUser, ReadReceipt,
 };
-use jibber_store::batch::{GroupCommit, MAX_BATCH, SendRequest};
+use jibber_store::batch::{DeliveryRequest, GroupCommit, MAX_BATCH, SendRequest};
 use jibber_store::feed::{self, FeedRow};
 use jibber_store::util::{from_ms, like_escape, to_ms};
 use jibber_store::{
@@ -31,6 +31,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 pub mod sql;
+mod writer;
 
 /// How SQLite syncs commits to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +72,9 @@ pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
     /// The writer task that gathers concurrent sends into one transaction.
-    sends: GroupCommit,
+    sends: GroupCommit<SendRequest, Sent>,
+    /// Delivery receipts, batched like sends (`None`: nothing changed; see `mark_delivered`).
+    deliveries: GroupCommit<DeliveryRequest, Option<DeliveredReceipt>>,
 }
 
 fn backend_err(e: sqlx::Error) -> StoreError {
@@ -209,7 +212,7 @@ fn public_user_from_row(row: &SqliteRow) -> Result<PublicUser> {
 
 /// One entry of a user's change feed.
 #[derive(Clone, Copy)]
-struct FeedEntry {
+pub(crate) struct FeedEntry {
     kind: &'static str,
     chat: Uuid,
     message: Option<Uuid>,
@@ -281,6 +284,7 @@ impl SqliteStore {
             })
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
+        let filename = opts.get_filename().to_owned();
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(config.acquire_timeout)
@@ -297,14 +301,23 @@ impl SqliteStore {
             .connect_with(opts.read_only(true))
             .await
             .map_err(backend_err)?;
-        let sends = GroupCommit::spawn("sqlite", MAX_BATCH, {
-            let writer = writer.clone();
-            move |batch| send_batch(writer.clone(), batch)
+        let batch_writer = writer::BatchWriter::open(&filename, config.durability, writer.clone())?;
+        let sends = GroupCommit::spawn("sqlite", "send", MAX_BATCH, {
+            let (batch_writer, reader) = (batch_writer.clone(), reader.clone());
+            move |batch| send_batch(batch_writer.clone(), reader.clone(), batch)
+        });
+        let deliveries = GroupCommit::spawn("sqlite", "delivered", MAX_BATCH, {
+            let batch_writer = batch_writer.clone();
+            move |batch| {
+                let batch_writer = batch_writer.clone();
+                async move { batch_writer.deliveries(batch).await }
+            }
         });
         Ok(SqliteStore {
             writer,
             reader,
             sends,
+            deliveries,
         })
     }
 
@@ -353,143 +366,61 @@ impl SqliteStore {
     }
 
     async fn messages_by_ids(&self, ids: &[String]) -> Result<Vec<Message>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let placeholders = vec!["?"; ids.len()].join(",");
-        let query = format!(
-            "SELECT {} FROM messages m WHERE m.id IN ({placeholders})",
-            sql::message_columns("m", "")
-        );
-        let mut q = sqlx::query(AssertSqlSafe(query));
-        for id in ids {
-            q = q.bind(id);
-        }
-        let rows = q.fetch_all(&self.reader).await.map_err(backend_err)?;
-        rows.iter().map(|r| message_from_row(r, "")).collect()
+        load_messages(&self.reader, ids).await
     }
 }
 
-/// Writes one send inside the batch's transaction (see [`Store::send_message`]). The errors a
-/// send may answer on its own (`NotFound`, `WrongReceiver`, `Conflict`) come before anything is
-/// written, so the transaction stays usable for the rest of the batch.
-async fn send_one(tx: &mut SqliteConnection, m: SendRequest) -> Result<Sent> {
-    let SendRequest {
-        msg: m,
-        count_unread,
-    } = m;
-    // A repeat of (sender, tempMessageId) returns the first message, whenever it comes.
-    let existing = sqlx::query(sql::MESSAGE_BY_TEMP_ID.as_str())
-        .bind(m.sender.to_string())
-        .bind(&m.temp_message_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(backend_err)?;
-    if let Some(row) = existing {
-        let message = message_from_row(&row, "")?;
-        if message.chat_id != m.chat_id {
-            // Same idempotency key reused for another chat: refuse rather than mislead.
-            return Err(StoreError::Conflict("tempMessageId"));
-        }
-        return Ok(Sent {
-            message,
-            duplicate: true,
-        });
+/// The messages with these ids (in no particular order).
+async fn load_messages(reader: &SqlitePool, ids: &[String]) -> Result<Vec<Message>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
     }
-    let other: Option<String> =
-        sqlx::query_scalar("SELECT other_id FROM chat_members WHERE chat_id = ?1 AND user_id = ?2")
-            .bind(m.chat_id.to_string())
-            .bind(m.sender.to_string())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend_err)?;
-    match other {
-        None => return Err(StoreError::NotFound),
-        Some(o) if o != m.receiver.to_string() => return Err(StoreError::WrongReceiver),
-        Some(_) => {}
+    let placeholders = vec!["?"; ids.len()].join(",");
+    let query = format!(
+        "SELECT {} FROM messages m WHERE m.id IN ({placeholders})",
+        sql::message_columns("m", "")
+    );
+    let mut q = sqlx::query(AssertSqlSafe(query));
+    for id in ids {
+        q = q.bind(id);
     }
-    let now_ms = to_ms(m.created_at);
-    let seq: i64 = sqlx::query_scalar(sql::NEXT_SEQ)
-        .bind(m.chat_id.to_string())
-        .bind(now_ms)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(backend_err)?;
-    sqlx::query(sql::INSERT_MESSAGE)
-        .bind(m.id.to_string())
-        .bind(m.chat_id.to_string())
-        .bind(seq)
-        .bind(m.sender.to_string())
-        .bind(m.receiver.to_string())
-        .bind(&m.cipher)
-        .bind(&m.iv)
-        .bind(&m.signature)
-        .bind(&m.sender_public_id_key)
-        .bind(&m.sender_public_signing_key)
-        .bind(&m.receiver_public_id_key)
-        .bind(to_ms(m.client_timestamp))
-        .bind(&m.temp_message_id)
-        .bind(now_ms)
-        .bind(count_unread)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend_err)?;
-    sqlx::query(sql::TOUCH_MEMBERS)
-        .bind(m.chat_id.to_string())
-        .bind(now_ms)
-        .bind(m.receiver.to_string())
-        .bind(count_unread)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend_err)?;
-    let entry = FeedEntry {
-        kind: "message",
-        chat: m.chat_id,
-        message: Some(m.id),
-        actor: Some(m.sender),
-        up_to: Some(seq),
-        at: m.created_at,
-    };
-    push_change(tx, &[m.sender, m.receiver], entry).await?;
-    let message = Message {
-        id: m.id,
-        chat_id: m.chat_id,
-        sender: m.sender,
-        receiver: m.receiver,
-        cipher: m.cipher.into(),
-        iv: m.iv.into(),
-        signature: m.signature.into(),
-        sender_public_id_key: m.sender_public_id_key.into(),
-        sender_public_signing_key: m.sender_public_signing_key.into(),
-        receiver_public_id_key: m.receiver_public_id_key.into(),
-        sequence_number: seq,
-        delivery_status: DeliveryStatus::Sent,
-        client_timestamp: m.client_timestamp,
-        temp_message_id: m.temp_message_id,
-        created_at: m.created_at,
-        delivered_at: None,
-        read_at: None,
-    };
-    Ok(Sent {
-        message,
-        duplicate: false,
-    })
+    let rows = q.fetch_all(reader).await.map_err(backend_err)?;
+    rows.iter().map(|r| message_from_row(r, "")).collect()
 }
 
-/// Writes a batch of sends in one transaction and commits once.
-async fn send_batch(writer: SqlitePool, batch: Vec<SendRequest>) -> Result<Vec<Result<Sent>>> {
-    let mut tx = writer.begin().await.map_err(backend_err)?;
-    let mut out = Vec::with_capacity(batch.len());
-    for r in batch {
-        match send_one(&mut tx, r).await {
-            // Something failed after a write: the batch fails as a whole (and is retried one
-            // send at a time by the caller).
-            Err(e @ (StoreError::Backend(_) | StoreError::Unavailable(_))) => return Err(e),
-            answer => out.push(answer),
-        }
-    }
-    tx.commit().await.map_err(backend_err)?;
-    Ok(out)
+/// Writes a batch of sends (see [`writer::BatchWriter::sends`]); a repeat answers the first
+/// message, read back after the commit.
+async fn send_batch(
+    batch_writer: writer::BatchWriter,
+    reader: SqlitePool,
+    batch: Vec<SendRequest>,
+) -> Result<Vec<Result<Sent>>> {
+    let outcomes = batch_writer.sends(batch).await?;
+    let repeats: Vec<String> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Ok(writer::Outcome::Duplicate(id)) => Some(id.to_string()),
+            _ => None,
+        })
+        .collect();
+    let firsts = load_messages(&reader, &repeats).await?;
+    Ok(outcomes
+        .into_iter()
+        .map(|o| match o? {
+            writer::Outcome::Stored(message) => Ok(Sent {
+                message: *message,
+                duplicate: false,
+            }),
+            writer::Outcome::Duplicate(id) => firsts
+                .iter()
+                .find(|m| m.id == id)
+                .map(|m| Sent {
+                    message: m.clone(),
+                    duplicate: true,
+                })
+                .ok_or_else(|| StoreError::Backend(format!("message {id} vanished"))),
+        })
+        .collect())
 }
 
 #[async_trait]
@@ -948,7 +879,12 @@ impl Store for SqliteStore {
 
     async fn send_message(&self, m: NewMessage, count_unread: bool) -> Result<Sent> {
         let _t = Timer::start("send_message");
-        self.sends.submit(m, count_unread).await
+        self.sends
+            .submit(SendRequest {
+                msg: m,
+                count_unread,
+            })
+            .await
     }
 
     async fn send_messages(&self, sends: Vec<SendRequest>) -> Vec<Result<Sent>> {
@@ -1023,38 +959,19 @@ impl Store for SqliteStore {
         now: OffsetDateTime,
     ) -> Result<DeliveredReceipt> {
         let _t = Timer::start("mark_delivered");
-        let mut tx = self.begin().await?;
-        let changed = sqlx::query(sql::MARK_DELIVERED)
-            .bind(message.to_string())
-            .bind(me.to_string())
-            .bind(to_ms(now))
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend_err)?;
-        if let Some(row) = changed {
-            let chat_id = uuid_col(&row, "chat_id")?;
-            let seq: i64 = get(&row, "seq")?;
-            let sender = uuid_col(&row, "sender_id")?;
-            let entry = FeedEntry {
-                kind: "delivered",
-                chat: chat_id,
-                message: Some(message),
-                actor: Some(me),
-                up_to: Some(seq),
+        match self
+            .deliveries
+            .submit(DeliveryRequest {
+                me,
+                message,
                 at: now,
-            };
-            push_change(&mut tx, &[sender], entry).await?;
-            tx.commit().await.map_err(backend_err)?;
-            return Ok(DeliveredReceipt {
-                message_id: message,
-                chat_id,
-                sequence_number: seq,
-                delivered_at: now,
-                changed: true,
-            });
+            })
+            .await?
+        {
+            Some(receipt) => Ok(receipt),
+            // Already delivered or read, or not `me`'s to mark: answered from the message.
+            None => feed::unchanged_delivery(me, &self.message_for(me, message).await?),
         }
-        drop(tx);
-        feed::unchanged_delivery(me, &self.message_for(me, message).await?)
     }
 
     async fn mark_read(

@@ -86,12 +86,13 @@ pub static CHAT_LIST: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-pub static MESSAGE_BY_TEMP_ID: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "SELECT {} FROM messages m WHERE m.sender_id = ?1 AND m.temp_message_id = ?2",
-        message_columns("m", "")
-    )
-});
+/// The first message of a (sender, tempMessageId), for the batch writer's repeat check.
+pub const MESSAGE_ID_BY_TEMP_ID: &str =
+    "SELECT id, chat_id FROM messages WHERE sender_id = ?1 AND temp_message_id = ?2";
+
+/// The other member of a chat, if `?2` is a member.
+pub const OTHER_MEMBER: &str =
+    "SELECT other_id FROM chat_members WHERE chat_id = ?1 AND user_id = ?2";
 
 /// Assigns the chat's next sequence number atomically and records the activity.
 pub const NEXT_SEQ: &str = "UPDATE chats SET next_seq = next_seq + 1, updated_at = ?2 WHERE id = ?1 RETURNING next_seq - 1";
@@ -147,7 +148,8 @@ pub fn hot_queries() -> Vec<(&'static str, String)> {
         ("refresh_by_hash", REFRESH_BY_HASH.to_owned()),
         ("spend_refresh", SPEND_REFRESH.to_owned()),
         ("chat_list", CHAT_LIST.clone()),
-        ("message_by_temp_id", MESSAGE_BY_TEMP_ID.clone()),
+        ("message_id_by_temp_id", MESSAGE_ID_BY_TEMP_ID.to_owned()),
+        ("other_member", OTHER_MEMBER.to_owned()),
         ("history", HISTORY.clone()),
         ("since", SINCE.clone()),
         ("mark_read", MARK_READ.to_owned()),

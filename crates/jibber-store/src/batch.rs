@@ -1,4 +1,8 @@
-//! Group commit: one writer task gathers concurrent sends into one transaction.
+//! Group commit: one writer task gathers concurrent writes of one kind into one transaction.
+//!
+//! Each backend runs two writers: one for sends ([`SendRequest`] → [`Sent`]) and one for
+//! delivery receipts ([`DeliveryRequest`] → [`DeliveredReceipt`]), because every relayed message
+//! costs one of each and a receipt committed on its own would cost a disk flush per message.
 //!
 //! A backend's `send_message` hands its request to [`GroupCommit::submit`] and waits. The writer
 //! task takes the first queued request, drains whatever else is already queued (up to
@@ -15,13 +19,16 @@
 //! batch answers `Unavailable` at once; clients retry with the same `tempMessageId`, which the
 //! store deduplicates.
 //!
-//! Batch sizes are recorded in the `jibber_store_batch_size` histogram.
+//! Batch sizes are recorded in the `jibber_store_batch_size` histogram (labels `backend` and
+//! `kind`).
 
 use std::future::Future;
 
+use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
 
-use crate::{NewMessage, Result, Sent, StoreError};
+use crate::{NewMessage, Result, StoreError};
 
 /// One queued send.
 #[derive(Clone)]
@@ -31,31 +38,63 @@ pub struct SendRequest {
     pub count_unread: bool,
 }
 
-/// How many sends the writer gathers at most into one transaction.
-pub const MAX_BATCH: usize = 256;
-/// How many sends may wait for the writer before `submit` itself waits (back-pressure).
-pub const QUEUE: usize = 4096;
-
-/// Sends queued together (one `submit_many`) and where their answers go.
-type Job = (Vec<SendRequest>, oneshot::Sender<Vec<Result<Sent>>>);
-
-/// The handle to a store's writer task. Cloning shares the task; the task ends when the last
-/// handle is dropped.
-#[derive(Clone, Debug)]
-pub struct GroupCommit {
-    queue: mpsc::Sender<Job>,
+/// One queued delivery receipt: `me` (who must be the receiver) got `message` at `at`.
+#[derive(Clone, Copy, Debug)]
+pub struct DeliveryRequest {
+    pub me: Uuid,
+    pub message: Uuid,
+    pub at: OffsetDateTime,
 }
 
-impl GroupCommit {
+/// How many writes the writer gathers at most into one transaction.
+pub const MAX_BATCH: usize = 256;
+/// How many writes may wait for the writer before `submit` itself waits (back-pressure).
+pub const QUEUE: usize = 4096;
+
+/// Writes queued together (one `submit_many`) and where their answers go.
+type Job<R, A> = (Vec<R>, oneshot::Sender<Vec<Result<A>>>);
+
+/// The handle to a store's writer task for requests `R` answered by `A`. Cloning shares the
+/// task; the task ends when the last handle is dropped.
+pub struct GroupCommit<R, A> {
+    queue: mpsc::Sender<Job<R, A>>,
+}
+
+impl<R, A> std::fmt::Debug for GroupCommit<R, A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupCommit")
+            .field("queued", &(QUEUE - self.queue.capacity()))
+            .finish()
+    }
+}
+
+impl<R, A> Clone for GroupCommit<R, A> {
+    fn clone(&self) -> Self {
+        GroupCommit {
+            queue: self.queue.clone(),
+        }
+    }
+}
+
+impl<R, A> GroupCommit<R, A>
+where
+    R: Clone + Send + 'static,
+    A: Send + 'static,
+{
     /// Spawns the writer task on the current Tokio runtime. `write` stores a batch in one
     /// transaction: `Ok` holds one answer per item, in order, and means the transaction
-    /// committed; `Err` means nothing was committed.
-    pub fn spawn<F, Fut>(backend: &'static str, max_batch: usize, write: F) -> Self
+    /// committed; `Err` means nothing was committed. `kind` labels the batch-size metric.
+    pub fn spawn<F, Fut>(
+        backend: &'static str,
+        kind: &'static str,
+        max_batch: usize,
+        write: F,
+    ) -> Self
     where
-        F: Fn(Vec<SendRequest>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<Vec<Result<Sent>>>> + Send,
+        F: Fn(Vec<R>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<Result<A>>>> + Send,
     {
-        let (queue, mut rx) = mpsc::channel::<Job>(QUEUE);
+        let (queue, mut rx) = mpsc::channel::<Job<R, A>>(QUEUE);
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
                 // Whatever is already queued joins the batch, up to `max_batch` sends (a
@@ -67,7 +106,7 @@ impl GroupCommit {
                     n += job.0.len();
                     jobs.push(job);
                 }
-                metrics::histogram!("jibber_store_batch_size", "backend" => backend)
+                metrics::histogram!("jibber_store_batch_size", "backend" => backend, "kind" => kind)
                     .record(n as f64);
                 let mut requests = Vec::with_capacity(n);
                 let mut replies = Vec::with_capacity(jobs.len());
@@ -85,17 +124,17 @@ impl GroupCommit {
         GroupCommit { queue }
     }
 
-    /// Queues a send and waits until the transaction holding it has committed (or failed).
-    pub async fn submit(&self, msg: NewMessage, count_unread: bool) -> Result<Sent> {
-        self.submit_many(vec![SendRequest { msg, count_unread }])
+    /// Queues a write and waits until the transaction holding it has committed (or failed).
+    pub async fn submit(&self, request: R) -> Result<A> {
+        self.submit_many(vec![request])
             .await
             .pop()
             .unwrap_or_else(|| Err(stopped()))
     }
 
-    /// Queues sends that are written in one transaction (with whatever else is queued), in
-    /// order; answers one result per send after the commit.
-    pub async fn submit_many(&self, requests: Vec<SendRequest>) -> Vec<Result<Sent>> {
+    /// Queues writes that are made in one transaction (with whatever else is queued), in
+    /// order; answers one result per write after the commit.
+    pub async fn submit_many(&self, requests: Vec<R>) -> Vec<Result<A>> {
         let n = requests.len();
         if n == 0 {
             return Vec::new();
@@ -117,17 +156,18 @@ fn stopped() -> StoreError {
 
 /// Writes `requests` as one batch; if the batch fails as a whole, writes each on its own.
 /// Always answers once per request, in order.
-pub async fn run_batch<F, Fut>(requests: Vec<SendRequest>, write: &F) -> Vec<Result<Sent>>
+pub async fn run_batch<R, A, F, Fut>(requests: Vec<R>, write: &F) -> Vec<Result<A>>
 where
-    F: Fn(Vec<SendRequest>) -> Fut,
-    Fut: Future<Output = Result<Vec<Result<Sent>>>>,
+    R: Clone,
+    F: Fn(Vec<R>) -> Fut,
+    Fut: Future<Output = Result<Vec<Result<A>>>>,
 {
     let n = requests.len();
     let retry = if n > 1 { Some(requests.clone()) } else { None };
     match write(requests).await {
         Ok(answers) if answers.len() == n => answers,
         Ok(answers) => {
-            let e = format!("batch answered {} of {n} sends", answers.len());
+            let e = format!("batch answered {} of {n} writes", answers.len());
             (0..n)
                 .map(|_| Err(StoreError::Backend(e.clone())))
                 .collect()
@@ -140,7 +180,7 @@ where
         Err(e) => match retry {
             None => vec![Err(e)],
             Some(requests) => {
-                tracing::warn!(error = %e, sends = n, "a batch of sends failed; writing them one by one");
+                tracing::warn!(error = %e, writes = n, "a batch failed; writing it one by one");
                 let mut out = Vec::with_capacity(n);
                 for r in requests {
                     let answer = write(vec![r]).await.and_then(|mut a| {
@@ -160,6 +200,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
+    use crate::Sent;
     use crate::util::now_ms;
     use uuid::Uuid;
 
@@ -242,7 +283,7 @@ mod tests {
     async fn the_writer_answers_every_caller_in_queue_order() {
         let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
         let log = seen.clone();
-        let commit = GroupCommit::spawn("test", 4, move |batch: Vec<SendRequest>| {
+        let commit = GroupCommit::spawn("test", "send", 4, move |batch: Vec<SendRequest>| {
             log.lock().expect("lock").push(
                 batch
                     .iter()
@@ -251,14 +292,18 @@ mod tests {
             );
             std::future::ready(Ok(batch
                 .into_iter()
-                .map(|r| Err(StoreError::Conflict(if r.count_unread { "u" } else { "n" })))
+                .map(|r| {
+                    Err::<Sent, _>(StoreError::Conflict(if r.count_unread { "u" } else { "n" }))
+                })
                 .collect()))
         });
         let many = commit
             .submit_many(requests(&["1", "2", "3", "4", "5", "6"]))
             .await;
         assert_eq!(many.len(), 6);
-        let one = commit.submit(requests(&["7"]).remove(0).msg, false).await;
+        let mut seven = requests(&["7"]).remove(0);
+        seven.count_unread = false;
+        let one = commit.submit(seven).await;
         assert!(matches!(one, Err(StoreError::Conflict("n"))));
         let batches = seen.lock().expect("lock").clone();
         // A submit_many larger than max_batch stays one batch; order is kept.

@@ -278,6 +278,82 @@ pub async fn delivery_is_marked_once_by_the_receiver(store: Arc<dyn Store>) {
     assert_eq!(stored.delivery_status, DeliveryStatus::Delivered);
 }
 
+/// Receipts that arrive together (and are written in one batch) are each marked once: a
+/// repeat in the same batch is unchanged, the sender and an unknown id are refused, and the
+/// sender's feed holds one `delivered` entry per message.
+pub async fn concurrent_deliveries_are_each_marked_once(store: Arc<dyn Store>) {
+    let a = user(&*store, "cdl_a").await;
+    let b = user(&*store, "cdl_b").await;
+    let c = chat(&*store, a, b).await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let m = store
+            .send_message(message(c, a, b, &format!("cd{i}")), true)
+            .await
+            .expect("send")
+            .message;
+        ids.push(m.id);
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for (k, id) in ids.iter().copied().enumerate() {
+        for who in [b, b, a] {
+            let store = store.clone();
+            tasks.spawn(async move { (k, who, store.mark_delivered(who, id, now_ms()).await) });
+        }
+    }
+    {
+        let store = store.clone();
+        tasks.spawn(async move {
+            (
+                usize::MAX,
+                b,
+                store.mark_delivered(b, Uuid::now_v7(), now_ms()).await,
+            )
+        });
+    }
+    let mut changed = vec![0; ids.len()];
+    let mut unchanged = vec![0; ids.len()];
+    while let Some(done) = tasks.join_next().await {
+        let (k, who, answer) = done.expect("task");
+        match (k, answer) {
+            (usize::MAX, answer) => assert!(matches!(answer, Err(StoreError::NotFound))),
+            (_, Err(StoreError::NotFound)) => assert_eq!(who, a, "only the sender is refused"),
+            (k, Ok(r)) => {
+                assert_eq!(who, b);
+                assert_eq!(r.message_id, ids[k]);
+                assert_eq!(r.sequence_number, k as i64 + 1);
+                if r.changed {
+                    changed[k] += 1;
+                } else {
+                    unchanged[k] += 1;
+                }
+            }
+            (_, Err(e)) => panic!("unexpected {e:?}"),
+        }
+    }
+    assert_eq!(changed, vec![1; ids.len()], "each message changes once");
+    assert_eq!(unchanged, vec![1; ids.len()], "the repeat is unchanged");
+    let feed = store.changes_since(a, 0, 1000).await.expect("feed");
+    let mut delivered: Vec<Uuid> = feed
+        .iter()
+        .filter_map(|ch| match ch {
+            Change::Delivered { message_id, .. } => Some(*message_id),
+            _ => None,
+        })
+        .collect();
+    delivered.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(
+        delivered, want,
+        "one delivered entry per message in the sender's feed"
+    );
+    for id in ids {
+        let m = store.message_for(a, id).await.expect("message");
+        assert_eq!(m.delivery_status, DeliveryStatus::Delivered);
+    }
+}
+
 /// Nobody reads or writes a chat they are not a member of.
 pub async fn non_members_see_nothing(store: Arc<dyn Store>) {
     let a = user(&*store, "mem_a").await;
@@ -851,6 +927,7 @@ macro_rules! store_suite {
             sends_are_idempotent,
             unread_counts_match_messages,
             delivery_is_marked_once_by_the_receiver,
+            concurrent_deliveries_are_each_marked_once,
             non_members_see_nothing,
             chats_are_unique_and_listed_by_activity,
             history_and_sync_page,

@@ -141,6 +141,7 @@ pub fn build(settings: &crate::config::Settings) -> anyhow::Result<(SocketIoLaye
         .ping_timeout(settings.socket_ping_timeout)
         .max_payload(settings.socket_max_payload)
         .max_buffer_size(settings.socket_send_queue)
+        .ws_read_buffer_size(settings.socket_ws_read_buffer)
         .transports([TransportType::Polling, TransportType::Websocket])
         .build_layer();
     let rate = NonZeroU32::new(settings.socket_events_per_second).unwrap_or(NonZeroU32::MIN);

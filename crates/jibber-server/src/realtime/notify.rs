@@ -203,13 +203,15 @@ fn deliver_with_ack(state: &AppState, socket: &SocketRef, m: &Message) {
     {
         Ok(ack) => {
             let state = state.clone();
-            let (receiver, message) = (m.receiver, m.id);
+            let (receiver, message, sender) = (m.receiver, m.id, m.sender);
             tokio::spawn(async move {
                 // Any answer counts, whatever it carries (`cb()` sends none, which does not
                 // decode as a value): only a timeout or a dead socket means "not delivered".
                 let answered = matches!(ack.await, Ok(_) | Err(socketioxide::AckError::Decode(_)));
                 if answered
-                    && let Err(e) = crate::service::mark_delivered(&state, receiver, message).await
+                    && let Err(e) =
+                        crate::service::mark_delivered_from(&state, receiver, message, Some(sender))
+                            .await
                 {
                     tracing::warn!(code = %e.code, "marking a message delivered failed");
                 }

@@ -1,0 +1,303 @@
+//! The group-commit batches (sends and delivery receipts) on a connection of their own.
+//!
+//! sqlx runs every SQLite statement on the connection's worker thread and hands the result
+//! back to the async task: two thread switches per statement. A send is about nine statements
+//! and a receipt three, so a batch of a few dozen sends spent most of its time switching
+//! threads (measured: a batch round took about 1 ms per send while the server was half idle,
+//! BENCHMARKS.md). Here a whole batch runs in ONE blocking call on a rusqlite connection to the
+//! same database file, with cached prepared statements, and commits once.
+//!
+//! There is still one writer at a time: a batch first takes the connection of sqlx's writer pool
+//! (which has exactly one) and holds it until it has committed, so the other writes (accounts,
+//! chats, read marks) queue fairly behind it instead of meeting `SQLITE_BUSY`.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use jibber_proto::api::{DeliveredReceipt, DeliveryStatus, Message};
+use jibber_store::batch::{DeliveryRequest, SendRequest};
+use jibber_store::util::to_ms;
+use jibber_store::{Result, StoreError};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use sqlx::SqlitePool;
+use uuid::Uuid;
+
+use crate::{Durability, FeedEntry, backend_err, sql};
+
+/// What one send of a batch came to.
+pub(crate) enum Outcome {
+    Stored(Box<Message>),
+    /// A repeat of this (sender, tempMessageId): the first message's id (loaded after the commit).
+    Duplicate(Uuid),
+}
+
+/// The batch connection; cloning shares it.
+#[derive(Clone)]
+pub(crate) struct BatchWriter {
+    conn: Arc<Mutex<Connection>>,
+    /// sqlx's one-connection writer pool, held during each batch: the write lock of the process.
+    gate: SqlitePool,
+}
+
+fn sq_err(e: rusqlite::Error) -> StoreError {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::DatabaseBusy
+                    | rusqlite::ErrorCode::DatabaseLocked
+                    | rusqlite::ErrorCode::DiskFull
+                    | rusqlite::ErrorCode::SystemIoFailure
+                    | rusqlite::ErrorCode::CannotOpen
+            ) =>
+        {
+            StoreError::Unavailable(e.to_string())
+        }
+        other => StoreError::Backend(other.to_string()),
+    }
+}
+
+impl BatchWriter {
+    /// Opens the database file (already migrated by sqlx) with the same settings as sqlx's
+    /// connections.
+    pub(crate) fn open(path: &Path, durability: Durability, gate: SqlitePool) -> Result<Self> {
+        let conn = Connection::open(path).map_err(sq_err)?;
+        let synchronous = match durability {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        };
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON;"
+        ))
+        .map_err(sq_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(sq_err)?;
+        conn.set_prepared_statement_cache_capacity(32);
+        Ok(BatchWriter {
+            conn: Arc::new(Mutex::new(conn)),
+            gate,
+        })
+    }
+
+    /// Runs `work` in one IMMEDIATE transaction on the blocking pool and commits; `Err` means
+    /// nothing was committed.
+    async fn run<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T> + Send + 'static,
+    {
+        let _gate = self.gate.acquire().await.map_err(backend_err)?;
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            // A panic mid-batch rolled its transaction back when it unwound: the connection
+            // itself is fine.
+            let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sq_err)?;
+            let out = work(&tx)?;
+            tx.commit().map_err(sq_err)?;
+            Ok(out)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("the batch writer failed: {e}")))?
+    }
+
+    /// Writes a batch of sends in one transaction. Each item answers on its own (`NotFound`,
+    /// `WrongReceiver`, `Conflict` come before anything of it is written); a database error
+    /// fails the whole batch.
+    pub(crate) async fn sends(&self, batch: Vec<SendRequest>) -> Result<Vec<Result<Outcome>>> {
+        self.run(move |tx| {
+            let mut out = Vec::with_capacity(batch.len());
+            for r in batch {
+                match send_one(tx, r) {
+                    Err(e @ (StoreError::Backend(_) | StoreError::Unavailable(_))) => {
+                        return Err(e);
+                    }
+                    answer => out.push(answer),
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Marks a batch of messages delivered in one transaction. `None` for a message that was
+    /// not `me`'s to mark or was delivered already (also earlier in this batch).
+    pub(crate) async fn deliveries(
+        &self,
+        batch: Vec<DeliveryRequest>,
+    ) -> Result<Vec<Result<Option<DeliveredReceipt>>>> {
+        self.run(move |tx| {
+            let mut out = Vec::with_capacity(batch.len());
+            for DeliveryRequest { me, message, at } in batch {
+                let changed = tx
+                    .prepare_cached(sql::MARK_DELIVERED)
+                    .and_then(|mut s| {
+                        s.query_row(
+                            params![message.to_string(), me.to_string(), to_ms(at)],
+                            |row| {
+                                Ok((
+                                    row.get::<_, String>(0)?,
+                                    row.get::<_, i64>(1)?,
+                                    row.get::<_, String>(2)?,
+                                ))
+                            },
+                        )
+                        .optional()
+                    })
+                    .map_err(sq_err)?;
+                let Some((chat, seq, sender)) = changed else {
+                    out.push(Ok(None));
+                    continue;
+                };
+                let chat_id = parse_uuid(&chat)?;
+                let entry = FeedEntry {
+                    kind: "delivered",
+                    chat: chat_id,
+                    message: Some(message),
+                    actor: Some(me),
+                    up_to: Some(seq),
+                    at,
+                };
+                push_change(tx, parse_uuid(&sender)?, &entry)?;
+                out.push(Ok(Some(DeliveredReceipt {
+                    message_id: message,
+                    chat_id,
+                    sequence_number: seq,
+                    delivered_at: at,
+                    changed: true,
+                })));
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+fn parse_uuid(s: &str) -> Result<Uuid> {
+    Uuid::parse_str(s)
+        .map_err(|e| StoreError::Backend(format!("bad uuid {s:?} in the database: {e}")))
+}
+
+/// Appends `e` to `user`'s change feed.
+fn push_change(tx: &rusqlite::Transaction<'_>, user: Uuid, e: &FeedEntry) -> Result<()> {
+    let user = user.to_string();
+    let seq: i64 = tx
+        .prepare_cached(sql::BUMP_CHANGE_SEQ)
+        .and_then(|mut s| s.query_row([&user], |row| row.get(0)))
+        .map_err(sq_err)?;
+    tx.prepare_cached(sql::INSERT_CHANGE)
+        .and_then(|mut s| {
+            s.execute(params![
+                user,
+                seq,
+                e.kind,
+                e.chat.to_string(),
+                e.message.map(|m| m.to_string()),
+                e.actor.map(|a| a.to_string()),
+                e.up_to,
+                to_ms(e.at),
+            ])
+        })
+        .map_err(sq_err)?;
+    Ok(())
+}
+
+/// One send inside the batch's transaction (the steps of `Store::send_message`).
+fn send_one(tx: &rusqlite::Transaction<'_>, r: SendRequest) -> Result<Outcome> {
+    let SendRequest {
+        msg: m,
+        count_unread,
+    } = r;
+    let sender = m.sender.to_string();
+    let chat = m.chat_id.to_string();
+    // A repeat of (sender, tempMessageId) returns the first message, whenever it comes.
+    let existing = tx
+        .prepare_cached(sql::MESSAGE_ID_BY_TEMP_ID)
+        .and_then(|mut s| {
+            s.query_row(params![sender, m.temp_message_id], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })
+            .optional()
+        })
+        .map_err(sq_err)?;
+    if let Some((id, its_chat)) = existing {
+        if its_chat != chat {
+            // Same idempotency key reused for another chat: refuse rather than mislead.
+            return Err(StoreError::Conflict("tempMessageId"));
+        }
+        return Ok(Outcome::Duplicate(parse_uuid(&id)?));
+    }
+    let other: Option<String> = tx
+        .prepare_cached(sql::OTHER_MEMBER)
+        .and_then(|mut s| {
+            s.query_row(params![chat, sender], |row| row.get(0))
+                .optional()
+        })
+        .map_err(sq_err)?;
+    match other {
+        None => return Err(StoreError::NotFound),
+        Some(o) if o != m.receiver.to_string() => return Err(StoreError::WrongReceiver),
+        Some(_) => {}
+    }
+    let now_ms = to_ms(m.created_at);
+    let seq: i64 = tx
+        .prepare_cached(sql::NEXT_SEQ)
+        .and_then(|mut s| s.query_row(params![chat, now_ms], |row| row.get(0)))
+        .map_err(sq_err)?;
+    let receiver = m.receiver.to_string();
+    tx.prepare_cached(sql::INSERT_MESSAGE)
+        .and_then(|mut s| {
+            s.execute(params![
+                m.id.to_string(),
+                chat,
+                seq,
+                sender,
+                receiver,
+                m.cipher,
+                m.iv,
+                m.signature,
+                m.sender_public_id_key,
+                m.sender_public_signing_key,
+                m.receiver_public_id_key,
+                to_ms(m.client_timestamp),
+                m.temp_message_id,
+                now_ms,
+                count_unread,
+            ])
+        })
+        .map_err(sq_err)?;
+    tx.prepare_cached(sql::TOUCH_MEMBERS)
+        .and_then(|mut s| s.execute(params![chat, now_ms, receiver, count_unread]))
+        .map_err(sq_err)?;
+    let entry = FeedEntry {
+        kind: "message",
+        chat: m.chat_id,
+        message: Some(m.id),
+        actor: Some(m.sender),
+        up_to: Some(seq),
+        at: m.created_at,
+    };
+    push_change(tx, m.sender, &entry)?;
+    push_change(tx, m.receiver, &entry)?;
+    Ok(Outcome::Stored(Box::new(Message {
+        id: m.id,
+        chat_id: m.chat_id,
+        sender: m.sender,
+        receiver: m.receiver,
+        cipher: m.cipher.into(),
+        iv: m.iv.into(),
+        signature: m.signature.into(),
+        sender_public_id_key: m.sender_public_id_key.into(),
+        sender_public_signing_key: m.sender_public_signing_key.into(),
+        receiver_public_id_key: m.receiver_public_id_key.into(),
+        sequence_number: seq,
+        delivery_status: DeliveryStatus::Sent,
+        client_timestamp: m.client_timestamp,
+        temp_message_id: m.temp_message_id,
+        created_at: m.created_at,
+        delivered_at: None,
+        read_at: None,
+    })))
+}
