@@ -56,7 +56,10 @@ pub struct Outbox {
     _keeper: Option<Arc<Keeper>>,
 }
 
-struct Keeper(tokio::sync::Mutex<sqlx::SqliteConnection>);
+/// (The mutex only makes the connection shareable; nothing locks it.)
+struct Keeper {
+    _conn: tokio::sync::Mutex<sqlx::SqliteConnection>,
+}
 
 impl std::fmt::Debug for Keeper {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -92,7 +95,9 @@ impl Outbox {
         let options = SqliteConnectOptions::from_str("sqlite::memory:").map_err(storage)?;
         let keeper = options.connect().await.map_err(storage)?;
         let mut outbox = Self::with(options).await?;
-        outbox._keeper = Some(Arc::new(Keeper(tokio::sync::Mutex::new(keeper))));
+        outbox._keeper = Some(Arc::new(Keeper {
+            _conn: tokio::sync::Mutex::new(keeper),
+        }));
         Ok(outbox)
     }
 

@@ -331,6 +331,7 @@ async fn converge_through(fault: Fault, transport: Transport) -> Arc<Proxy> {
     }
 
     assert_eq!(proxy.fired(), CUTS, "every fault fired once");
+    eprintln!("{fault:?} over {transport:?}: {:?}", proxy.counters());
     let cut = proxy.counters().connections_cut.load(Ordering::SeqCst);
     assert!(cut >= CUTS, "connections cut: {cut}");
     alice.client.shutdown().await;
@@ -428,6 +429,7 @@ async fn official_client_through(fault: Fault) -> (Arc<Proxy>, serde_json::Value
         .unwrap_or_else(|| panic!("no RESULT line: {stdout}"));
     let result: serde_json::Value = serde_json::from_str(result).expect("RESULT is JSON");
     assert_eq!(proxy.fired(), CUTS, "every armed fault fired ({result})");
+    eprintln!("{fault:?}: {result}, {:?}", proxy.counters());
     s.stop().await;
     (proxy, result)
 }

@@ -11,8 +11,8 @@
 //! - the acknowledgement of a `sendMessage` in server→client traffic (never masked):
 //!   `43<id>[...]` (Engine.IO message, Socket.IO ack) with the `duplicate` flag only that answer
 //!   has, and whether the server set it (`"duplicate":true`: a repeat of a stored message);
-//! - the Engine.IO upgrade: a client's `GET /socket.io/?...transport=websocket&sid=...`, and the
-//!   server's `3probe` answer on that connection.
+//! - the Engine.IO upgrade: a client's `GET /socket.io/?...transport=websocket&sid=...`, and on
+//!   that connection the server's `101` answer and its `3probe`.
 //!
 //! Cuts are abrupt (zero linger: the peers see a reset, as when a network path dies).
 
@@ -39,8 +39,8 @@ pub enum Fault {
     /// The server stored a message and acknowledges it: the chunk with the acknowledgement is
     /// dropped and every connection cut, so the client never learns it was stored.
     MidAck,
-    /// The client's WebSocket upgrade request (`transport=websocket&sid=`) is dropped and that
-    /// connection cut, before the probe.
+    /// The server accepted the client's WebSocket upgrade (`transport=websocket&sid=`): its
+    /// `101 Switching Protocols` is dropped and that connection cut, before the probe.
     UpgradeBeforeProbe,
     /// The upgrade request passes, the server's `3probe` answer is dropped and that connection
     /// cut.
@@ -242,9 +242,6 @@ fn client_chunk(shared: &Shared, chunk: &[u8]) -> Verdict {
     }
     if chunk.starts_with(b"GET /socket.io/") && contains(chunk, b"transport=websocket&sid=") {
         shared.counters.upgrades.fetch_add(1, Ordering::SeqCst);
-        if shared.take(Fault::UpgradeBeforeProbe) {
-            return Verdict::CutAfter { n: 0, all: false };
-        }
     }
     Verdict::Forward
 }
@@ -260,6 +257,9 @@ fn server_chunk(shared: &Shared, chunk: &[u8], upgrade: bool) -> Verdict {
         .counters
         .duplicate_acks
         .fetch_add(duplicates, Ordering::SeqCst);
+    if upgrade && chunk.starts_with(b"HTTP/1.1 101") && shared.take(Fault::UpgradeBeforeProbe) {
+        return Verdict::CutAfter { n: 0, all: false };
+    }
     if upgrade && contains(chunk, b"3probe") && shared.take(Fault::UpgradeAfterProbe) {
         return Verdict::CutAfter { n: 0, all: false };
     }
