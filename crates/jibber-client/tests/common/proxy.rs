@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -228,8 +228,8 @@ fn send_acks(chunk: &[u8]) -> (usize, usize) {
     (acks, duplicates)
 }
 
-/// Client→server: counts and (when armed) cuts sends and upgrades.
-fn client_chunk(shared: &Shared, chunk: &[u8]) -> Verdict {
+/// Client→server: counts sends (and, when armed, cuts one) and notes an upgrade request.
+fn client_chunk(shared: &Shared, chunk: &[u8], upgrade: &AtomicBool) -> Verdict {
     let sends = count(chunk, b"sendMessage").max(usize::from(chunk.len() >= BIG_SEND));
     if sends > 0 {
         shared.counters.sends.fetch_add(sends, Ordering::SeqCst);
@@ -242,6 +242,7 @@ fn client_chunk(shared: &Shared, chunk: &[u8]) -> Verdict {
     }
     if chunk.starts_with(b"GET /socket.io/") && contains(chunk, b"transport=websocket&sid=") {
         shared.counters.upgrades.fetch_add(1, Ordering::SeqCst);
+        upgrade.store(true, Ordering::SeqCst);
     }
     Verdict::Forward
 }
@@ -285,7 +286,7 @@ async fn connection(shared: Arc<Shared>, client: TcpStream) {
     let (client_r, client_w) = client.into_split();
     let (server_r, server_w) = server.into_split();
     // Set by the client→server pump when this connection asked for an upgrade.
-    let upgrade = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let upgrade = AtomicBool::new(false);
     let up = pump(&shared, client_r, server_w, id, Side::Client, &upgrade);
     let down = pump(&shared, server_r, client_w, id, Side::Server, &upgrade);
     let cut = tokio::select! {
@@ -319,7 +320,7 @@ async fn pump(
     mut to: OwnedWriteHalf,
     id: u64,
     side: Side,
-    upgrade: &std::sync::atomic::AtomicBool,
+    upgrade: &AtomicBool,
 ) -> bool {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -332,14 +333,7 @@ async fn pump(
         };
         let chunk = &buf[..n];
         let verdict = match side {
-            Side::Client => {
-                if chunk.starts_with(b"GET /socket.io/")
-                    && contains(chunk, b"transport=websocket&sid=")
-                {
-                    upgrade.store(true, Ordering::SeqCst);
-                }
-                client_chunk(shared, chunk)
-            }
+            Side::Client => client_chunk(shared, chunk, upgrade),
             Side::Server => server_chunk(shared, chunk, upgrade.load(Ordering::SeqCst)),
         };
         match verdict {
