@@ -3,7 +3,7 @@
 // `@serenity-kit/opaque` 1.x (see shared/API.md and notes/opaque.md).
 
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import * as opaque from '@serenity-kit/opaque';
 
 export { opaque };
@@ -152,4 +152,21 @@ export async function login(username, password) {
   });
   const data = expectOk(res, 200, 'login/finish');
   return { result, data, res, loginId };
+}
+
+/** A valid sendMessage payload from `from` to `to` in `chatId`. */
+export function messagePayload(chatId, from, to, overrides = {}) {
+  return {
+    chatId,
+    receiver: to.id,
+    cipher: randomKey(48),
+    iv: randomKey(24),
+    signature: randomKey(64),
+    senderPublicIdKey: from.publicIdKey,
+    senderPublicSigningKey: from.publicSigningKey,
+    receiverPublicIdKey: to.publicIdKey,
+    clientTimestamp: new Date().toISOString(),
+    tempMessageId: `tmp-${randomUUID()}`,
+    ...overrides,
+  };
 }

@@ -35,6 +35,7 @@ import {
   freshPassword,
   freshUsername,
   login,
+  messagePayload,
   randomKey,
   register,
 } from './helpers.mjs';
@@ -154,23 +155,6 @@ async function createChat(a, b) {
   );
   assertUuid(data.id, 'chat id');
   return data.id;
-}
-
-/** A valid sendMessage payload from `from` to `to` in `chatId`. */
-function messagePayload(chatId, from, to, overrides = {}) {
-  return {
-    chatId,
-    receiver: to.id,
-    cipher: randomKey(48),
-    iv: randomKey(24),
-    signature: randomKey(64),
-    senderPublicIdKey: from.publicIdKey,
-    senderPublicSigningKey: from.publicSigningKey,
-    receiverPublicIdKey: to.publicIdKey,
-    clientTimestamp: new Date().toISOString(),
-    tempMessageId: `tmp-${randomUUID()}`,
-    ...overrides,
-  };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -8,10 +8,11 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use jibber_proto::ErrorCode;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{ConnectOptions, Row, SqlitePool};
 use uuid::Uuid;
 
 use crate::ClientError;
@@ -48,6 +49,22 @@ pub struct Entry {
 #[derive(Debug, Clone)]
 pub struct Outbox {
     pool: SqlitePool,
+    /// In memory: a connection that only holds the database open. SQLite drops an in-memory
+    /// database with its last connection, and the pool closes its connection whenever an
+    /// operation on it is cancelled (a task aborted at a reconnect): without this one, the next
+    /// operation would meet an empty database, the unsent messages gone.
+    _keeper: Option<Arc<Keeper>>,
+}
+
+/// (The mutex only makes the connection shareable; nothing locks it.)
+struct Keeper {
+    _conn: tokio::sync::Mutex<sqlx::SqliteConnection>,
+}
+
+impl std::fmt::Debug for Keeper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Keeper")
+    }
 }
 
 fn storage(e: sqlx::Error) -> ClientError {
@@ -73,8 +90,15 @@ impl Outbox {
 
     /// An outbox that lives as long as the process (for clients that keep nothing on disk).
     pub async fn in_memory() -> Result<Outbox, ClientError> {
+        // A named, shared-cache database (sqlx names each `:memory:` one): every connection to
+        // these options sees the same data.
         let options = SqliteConnectOptions::from_str("sqlite::memory:").map_err(storage)?;
-        Self::with(options).await
+        let keeper = options.connect().await.map_err(storage)?;
+        let mut outbox = Self::with(options).await?;
+        outbox._keeper = Some(Arc::new(Keeper {
+            _conn: tokio::sync::Mutex::new(keeper),
+        }));
+        Ok(outbox)
     }
 
     async fn with(options: SqliteConnectOptions) -> Result<Outbox, ClientError> {
@@ -88,7 +112,10 @@ impl Outbox {
             .execute(&pool)
             .await
             .map_err(storage)?;
-        Ok(Outbox { pool })
+        Ok(Outbox {
+            pool,
+            _keeper: None,
+        })
     }
 
     /// Adds a message; a second push of the same `temp_id` is ignored.
@@ -228,6 +255,31 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The pool closes a connection whose operation was cancelled; an in-memory outbox must
+    /// keep its entries (and its tables) through that.
+    #[tokio::test]
+    async fn an_in_memory_outbox_survives_its_connection_closing() {
+        let outbox = Outbox::in_memory().await.expect("outbox");
+        let chat = Uuid::now_v7();
+        outbox
+            .push("t1", chat, &serde_json::json!({"n": 1}), 1)
+            .await
+            .expect("push");
+        let conn = outbox.pool.acquire().await.expect("acquire");
+        conn.close().await.expect("close");
+        let entries = outbox
+            .entries()
+            .await
+            .expect("entries after a new connection");
+        assert_eq!(
+            entries
+                .iter()
+                .map(|e| e.temp_id.as_str())
+                .collect::<Vec<_>>(),
+            ["t1"]
+        );
+    }
 
     #[tokio::test]
     async fn entries_survive_reopening_in_order_and_failures_can_be_retried() {

@@ -369,6 +369,15 @@ impl Shared {
                 return;
             }
         }
+        // This device's own message whose acknowledgement was lost (the connection broke after
+        // the server stored it): seeing it stored is the acknowledgement, not a new message.
+        if m.sender == self.me()
+            && self
+                .settle(m.chat_id, &m.temp_message_id, m.id, m.sequence_number)
+                .await
+        {
+            return;
+        }
         let text = self.decrypt(&m).await;
         self.emit(Event::Message(Box::new(Received {
             message: m,
@@ -376,6 +385,25 @@ impl Shared {
             caught_up,
         })))
         .await;
+    }
+
+    /// An outbox entry is stored on the server: removes it and tells the application `Sent`,
+    /// once, whichever comes first of its acknowledgement and its appearance in a catch-up.
+    /// False when the entry was not (or no longer) in the outbox.
+    async fn settle(&self, chat_id: Uuid, temp_id: &str, message_id: Uuid, sequence: i64) -> bool {
+        if !matches!(self.outbox.remove(temp_id).await, Ok(true)) {
+            return false;
+        }
+        self.emit(Event::State {
+            chat_id,
+            temp_id: temp_id.to_owned(),
+            state: MessageState::Sent {
+                message_id,
+                sequence,
+            },
+        })
+        .await;
+        true
     }
 
     /// Records that the server stored a message of this device.
@@ -488,15 +516,12 @@ impl Shared {
                             ..
                         }) => {
                             self.own_stored(&ack);
-                            let _ = self.outbox.remove(&entry.temp_id).await;
-                            self.emit(Event::State {
-                                chat_id: entry.chat_id,
-                                temp_id: entry.temp_id.clone(),
-                                state: MessageState::Sent {
-                                    message_id: ack.message_id,
-                                    sequence: ack.sequence_number,
-                                },
-                            })
+                            self.settle(
+                                entry.chat_id,
+                                &entry.temp_id,
+                                ack.message_id,
+                                ack.sequence_number,
+                            )
                             .await;
                             break;
                         }

@@ -3,82 +3,16 @@
 //! survives a crash without duplicates; an offline client catches up in order; clients ride
 //! out a server restart.
 
+mod common;
+
 use std::time::Duration;
 
+use common::{is_online, is_sent, options, session, text_of, until, user};
+use jibber_client::Session;
 use jibber_client::realtime::{Client, Connection, Event, MessageState, Options, Presence};
 use jibber_client::sio::Transport;
-use jibber_client::{Session, login, register};
 use jibber_server::testing::TestServer;
-use tokio::sync::mpsc::Receiver;
 use uuid::Uuid;
-
-const WAIT: Duration = Duration::from_secs(20);
-
-async fn user(base: &str, name: &str) -> Session {
-    let ksf = jibber_crypto::test_ksf();
-    register(base, name, &format!("pw-{name}"), &ksf)
-        .await
-        .expect("register");
-    session(base, name).await
-}
-
-async fn session(base: &str, name: &str) -> Session {
-    login(
-        base,
-        name,
-        &format!("pw-{name}"),
-        &jibber_crypto::test_ksf(),
-    )
-    .await
-    .expect("login")
-}
-
-fn options(transport: Transport) -> Options {
-    Options {
-        transport,
-        backoff_min: Duration::from_millis(50),
-        backoff_max: Duration::from_millis(500),
-        ..Options::default()
-    }
-}
-
-/// Receives events until `pick` returns something (or fails after [`WAIT`]). Events before it
-/// are kept in `seen` for later checks.
-async fn until<T>(
-    rx: &mut Receiver<Event>,
-    seen: &mut Vec<Event>,
-    what: &str,
-    mut pick: impl FnMut(&Event) -> Option<T>,
-) -> T {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let event = tokio::time::timeout_at(deadline, rx.recv())
-            .await
-            .unwrap_or_else(|_| panic!("timed out waiting for {what}; saw {seen:#?}"))
-            .unwrap_or_else(|| panic!("event stream ended waiting for {what}"));
-        let found = pick(&event);
-        seen.push(event);
-        if let Some(t) = found {
-            return t;
-        }
-    }
-}
-
-fn is_online(e: &Event) -> Option<()> {
-    matches!(e, Event::Connection(Connection::Online)).then_some(())
-}
-
-/// Any message of this device acknowledged by the server.
-fn is_sent(e: &Event) -> Option<()> {
-    matches!(
-        e,
-        Event::State {
-            state: MessageState::Sent { .. },
-            ..
-        }
-    )
-    .then_some(())
-}
 
 /// alice and bob signed up, and the chat alice opened with bob.
 async fn alice_and_bob(s: &TestServer) -> (Session, Session, Uuid) {
@@ -86,17 +20,6 @@ async fn alice_and_bob(s: &TestServer) -> (Session, Session, Uuid) {
     let bob = user(&s.base, "bob").await;
     let chat = alice.open_chat(bob.user().id).await.expect("chat").id;
     (alice, bob, chat)
-}
-
-fn text_of(e: &Event) -> Option<(Uuid, i64, String)> {
-    match e {
-        Event::Message(r) => Some((
-            r.message.id,
-            r.message.sequence_number,
-            r.text.clone().expect("decrypts"),
-        )),
-        _ => None,
-    }
 }
 
 async fn two_clients_chat(transport: Transport) {
