@@ -356,7 +356,7 @@ impl Shared {
 
     /// Applies one message if it is the next of its chat.
     async fn apply(&self, m: Message, caught_up: bool) {
-        {
+        let own_here = {
             let mut cache = self.cache();
             let track = cache.tracks.entry(m.chat_id).or_default();
             if m.sequence_number != track.applied + 1 {
@@ -365,10 +365,13 @@ impl Shared {
             track.applied = m.sequence_number;
             let own_here = track.own.remove(&m.sequence_number).is_some();
             track.advance();
-            if own_here {
-                return;
-            }
+            own_here
+        };
+        if own_here {
+            self.save_applied(m.chat_id).await;
+            return;
         }
+        let chat = m.chat_id;
         let text = self.decrypt(&m).await;
         self.emit(Event::Message(Box::new(Received {
             message: m,
@@ -376,6 +379,17 @@ impl Shared {
             caught_up,
         })))
         .await;
+        self.save_applied(chat).await;
+    }
+
+    /// Keeps how far a chat reached the application in the outbox file: a restarted client
+    /// goes on from there instead of showing the chat again. (Saved after the hand-over: a
+    /// crash in between shows a message twice, never loses it.)
+    async fn save_applied(&self, chat: Uuid) {
+        let applied = self.cache().tracks.get(&chat).map_or(0, |t| t.applied);
+        if let Err(e) = self.outbox.set_applied(chat, applied).await {
+            tracing::warn!(error = %e, "cannot save the chat's position");
+        }
     }
 
     /// Records that the server stored a message of this device.
@@ -405,9 +419,12 @@ impl Shared {
                         }
                     }
                     Change::Message { message, .. } if quiet => {
-                        let mut cache = self.cache();
-                        let track = cache.tracks.entry(message.chat_id).or_default();
-                        track.applied = track.applied.max(message.sequence_number);
+                        {
+                            let mut cache = self.cache();
+                            let track = cache.tracks.entry(message.chat_id).or_default();
+                            track.applied = track.applied.max(message.sequence_number);
+                        }
+                        self.save_applied(message.chat_id).await;
                     }
                     Change::Message { message, .. } => {
                         if message.receiver == self.me()
@@ -487,17 +504,26 @@ impl Shared {
                             data: Some(ack),
                             ..
                         }) => {
-                            self.own_stored(&ack);
-                            let _ = self.outbox.remove(&entry.temp_id).await;
-                            self.emit(Event::State {
-                                chat_id: entry.chat_id,
-                                temp_id: entry.temp_id.clone(),
-                                state: MessageState::Sent {
-                                    message_id: ack.message_id,
-                                    sequence: ack.sequence_number,
-                                },
-                            })
-                            .await;
+                            // A lost connection aborts this task; once the entry leaves the
+                            // outbox, `Sent` must still be told: both run in a task of their own.
+                            let shared = self.clone();
+                            let (chat_id, temp_id) = (entry.chat_id, entry.temp_id.clone());
+                            let settle = tokio::spawn(async move {
+                                shared.own_stored(&ack);
+                                shared.save_applied(chat_id).await;
+                                let _ = shared.outbox.remove(&temp_id).await;
+                                shared
+                                    .emit(Event::State {
+                                        chat_id,
+                                        temp_id,
+                                        state: MessageState::Sent {
+                                            message_id: ack.message_id,
+                                            sequence: ack.sequence_number,
+                                        },
+                                    })
+                                    .await;
+                            });
+                            let _ = settle.await;
                             break;
                         }
                         Ok(Ack {
@@ -586,6 +612,10 @@ impl Client {
             wake: Notify::new(),
             stop,
         });
+        // Each chat goes on from where an earlier run handed it to the application.
+        for (chat, applied) in shared.outbox.applied().await? {
+            shared.cache().tracks.entry(chat).or_default().applied = applied;
+        }
         // Messages still in the outbox from an earlier run show as sending.
         for entry in shared.outbox.entries().await? {
             let state = match entry.failed {
