@@ -210,6 +210,8 @@ struct Shared {
     /// Wakes the sender task (new outbox entry, retry, new connection).
     wake: Notify,
     stop: watch::Sender<bool>,
+    /// The connection loop's task ([`Client::shutdown`] ends it).
+    runner: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Shared {
@@ -611,6 +613,7 @@ impl Client {
             socket: Mutex::default(),
             wake: Notify::new(),
             stop,
+            runner: Mutex::default(),
         });
         // Each chat goes on from where an earlier run handed it to the application.
         for (chat, applied) in shared.outbox.applied().await? {
@@ -630,7 +633,11 @@ impl Client {
                 })
                 .await;
         }
-        tokio::spawn(run(shared.clone()));
+        let runner = tokio::spawn(run(shared.clone()));
+        *shared
+            .runner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(runner);
         Ok((Client { shared }, rx))
     }
 
@@ -808,6 +815,24 @@ impl Client {
     /// Stops the client: closes the socket and the outbox file. Unsent messages stay there.
     pub async fn shutdown(self) {
         let _ = self.shared.stop.send(true);
+        // Wait for the connection loop to end (it closes its socket): nothing more reaches
+        // the application or the outbox file once this returns. (A catch-up was otherwise still
+        // handing messages over after the file closed, their positions no longer saved.) A loop
+        // stuck on an application that stopped reading its events is cut short.
+        let runner = self
+            .shared
+            .runner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(mut runner) = runner
+            && tokio::time::timeout(self.shared.options.request_timeout, &mut runner)
+                .await
+                .is_err()
+        {
+            runner.abort();
+            let _ = runner.await;
+        }
         if let Some(s) = self.shared.socket() {
             s.close().await;
         }
@@ -929,12 +954,16 @@ async fn connected(
     }
     shared.set_socket(Some(socket.clone()));
     shared.emit(Event::Connection(Connection::Online)).await;
-    let sender = {
+    // Aborted when the connection ends, also when this future is dropped (a shutdown).
+    let _sender = AbortOnDrop({
         let shared = shared.clone();
         let socket = socket.clone();
         tokio::spawn(async move { shared.send_outbox(&socket).await })
-    };
-    let refresher = tokio::spawn(keep_authorised(shared.clone(), socket.clone()));
+    });
+    let _refresher = AbortOnDrop(tokio::spawn(keep_authorised(
+        shared.clone(),
+        socket.clone(),
+    )));
     let reason = loop {
         let Some(next) = inbound.recv().await else {
             break "connection ended".to_owned();
@@ -953,9 +982,15 @@ async fn connected(
             ack.send(&json!({ "ok": true })).await;
         }
     };
-    sender.abort();
-    refresher.abort();
     reason
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 enum Flow {
