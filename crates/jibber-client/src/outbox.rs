@@ -3,8 +3,9 @@
 //! sealed body with its `tempMessageId`; the server stores a repeated `tempMessageId` of the same
 //! sender once, so sending an entry again after a crash never makes a duplicate.
 //!
-//! The same file keeps the client's change-feed cursor (`/sync`), so a restarted client catches
-//! up from where it stopped.
+//! The same file keeps the client's change-feed cursor (`/sync`) and, per chat, the last
+//! sequence handed to the application, so a restarted client catches up from where it stopped
+//! and does not show a chat again.
 
 use std::path::Path;
 use std::str::FromStr;
