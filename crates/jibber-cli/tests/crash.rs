@@ -364,8 +364,7 @@ async fn sender(
                 client = h.start(m.user, session, &m.outbox).await;
                 let _ = done.send(unsent);
             }
-            window = async { progress.wait_for(|p| p.sent[m.user] + WINDOW > i).await.map(|_| ()) }, if i < count => {
-                window.expect("progress");
+            () = room(&mut progress, m.user, i), if i < count => {
                 let text = format!("message {i} from {name}");
                 let temp = queue(&h, &client, m.user, m.chat, &text).await;
                 h.log(m.user).queued.push((temp, text));
@@ -375,6 +374,14 @@ async fn sender(
         }
     }
     client
+}
+
+/// Until the user's `i`-th message fits in the window of unacknowledged ones.
+async fn room(progress: &mut watch::Receiver<Progress>, user: usize, i: usize) {
+    progress
+        .wait_for(|p| p.sent[user] + WINDOW > i)
+        .await
+        .expect("the harness keeps the sender");
 }
 
 /// `Client::send`; when it fails for the server being away (a client not yet connected has to
