@@ -1,32 +1,42 @@
-//! Crash consistency: the real `jibber serve` binary (SQLite) as a child process, several SDK
-//! clients sending concurrently, SIGKILL at random moments while they send, a restart on the
-//! same data directory and port each time, then the invariants through the REST API:
+//! Crash consistency: the real `jibber serve` binary (SQLite) as a child process, a realtime SDK
+//! client per user (`jibber_client::realtime::Client`, its outbox in a file) sending
+//! concurrently, SIGKILL at random moments while they send, a restart on the same data directory
+//! and port each time; now and then a client "crashes" too (shut down with unacknowledged
+//! messages and started again on the same outbox file). Then:
 //!
-//! - every acknowledged send is stored exactly once, with the acknowledged id and sequence;
-//! - nothing is stored that was not sent, and every client's outbox drained (each send was
-//!   eventually acknowledged, retried with the same `tempMessageId`);
-//! - per-chat sequence numbers are gapless from 1;
-//! - each receiver's change feed has every message once, in sequence order per chat, and each
-//!   decrypts to what was sent;
-//! - unread counts and delivery statuses agree with the messages, and survive a kill too.
+//! - every message queued with `Client::send` reached `Sent`, with the id and sequence the server
+//!   stored, and every outbox file is empty (each entry was resent with its `tempMessageId`
+//!   until acknowledged, and stored once);
+//! - every receiver's client showed each message of its chat exactly once, in sequence order,
+//!   decrypted to what was sent, through the reconnects and catch-ups (and its own restart);
+//! - every sender saw each of its messages delivered;
+//! - through the REST API: per-chat sequence numbers are gapless from 1; nothing is stored that
+//!   was not sent; each user's change feed has every message once and in order; unread counts
+//!   and statuses agree with the messages after a read mark and one more kill.
 //!
-//! The outbox is the per-client list of unacknowledged sends kept in memory by this harness
-//! (the SDK's on-disk outbox is not there yet). `JIBBER_CRASH_KILLS` (default 3) and
-//! `JIBBER_CRASH_MESSAGES` (per client, default 25) make the long soak: see
-//! docs/reliability.md.
+//! `JIBBER_CRASH_KILLS` (default 3), `JIBBER_CRASH_MESSAGES` (per client, default 25) and
+//! `JIBBER_CRASH_PAIRS` (default 3) make the long soak: see docs/reliability.md.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use jibber_client::{ClientError, Session, login, register};
-use jibber_proto::api::{Change, DeliveryStatus, PublicUser};
+use jibber_client::outbox::Outbox;
+use jibber_client::realtime::{Client, Connection, Event, MessageState, Options};
+use jibber_client::{Session, login, register};
+use jibber_proto::api::{Change, DeliveryStatus};
 use rand::Rng;
 use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use uuid::Uuid;
+
+/// How many messages a sender keeps queued beyond the acknowledged ones.
+const WINDOW: usize = 8;
+/// The longest wait for any one step (a hang fails here, with what was awaited).
+const WAIT: Duration = Duration::from_secs(120);
 
 fn env_number(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -61,6 +71,7 @@ impl Server {
             .env("JIBBER_PORT", self.port.to_string())
             .env("JIBBER_AUTH_RATE_PER_IP", "1000000")
             .env("JIBBER_AUTH_RATE_PER_USERNAME", "1000000")
+            .env("JIBBER_SOCKET_EVENTS_PER_SECOND", "100000")
             .env("JIBBER_LOG_LEVEL", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -105,73 +116,288 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A send is retried when the server was unreachable or refused for being unavailable; any
-/// other refusal is a bug.
-fn retryable(e: &ClientError) -> bool {
-    match e {
-        ClientError::Unreachable(_) | ClientError::Protocol(_) => true,
-        ClientError::Api(body) => body.status_code >= 500,
-        _ => false,
+/// Where the run stands, per user and in all; every change is announced on a `watch`.
+#[derive(Debug, Clone, Default)]
+struct Progress {
+    /// Messages queued with `Client::send`, per user.
+    queued: Vec<usize>,
+    /// Distinct messages that reached `Sent`, per user.
+    sent: Vec<usize>,
+    /// Per user: how many times its client came online.
+    connects: Vec<usize>,
+    /// Distinct peer messages shown to receivers, in all.
+    received: usize,
+    /// Distinct messages their senders saw delivered, in all.
+    delivered: usize,
+    /// Anything that must not happen (a failed send, an event error, an expired session).
+    problems: Vec<String>,
+}
+
+impl Progress {
+    fn sent_total(&self) -> usize {
+        self.sent.iter().sum()
     }
 }
 
-/// What one client sent and what the server acknowledged.
-struct Sent {
+/// One message a client showed.
+#[derive(Debug, Clone)]
+struct Shown {
     chat: Uuid,
+    id: Uuid,
+    seq: i64,
     sender: Uuid,
-    /// tempMessageId → (text, acknowledged id and sequence).
-    acked: BTreeMap<String, (String, Uuid, i64)>,
-    /// In send order.
-    order: Vec<String>,
+    temp: String,
+    text: Result<String, String>,
 }
 
-/// Sends `count` messages, each retried with the same `tempMessageId` until acknowledged.
-async fn sender(
-    me: Arc<Session>,
-    chat: Uuid,
-    peer: PublicUser,
-    count: usize,
-    acked_total: Arc<AtomicUsize>,
-    retries: Arc<AtomicUsize>,
-) -> Sent {
-    let mut outbox: Vec<(String, String)> = (0..count)
-        .map(|i| {
-            let temp = format!("{}-{i}", me.user().username);
-            (
-                temp.clone(),
-                format!("message {i} from {}", me.user().username),
-            )
-        })
-        .collect();
-    outbox.reverse();
-    let mut sent = Sent {
-        chat,
-        sender: me.user().id,
-        acked: BTreeMap::new(),
-        order: Vec::new(),
-    };
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while let Some((temp, text)) = outbox.last().cloned() {
-        match me.send_text(chat, &peer, &text, &temp).await {
-            Ok(ack) => {
-                assert_eq!(ack.temp_message_id, temp);
-                sent.acked
-                    .insert(temp.clone(), (text, ack.message_id, ack.sequence_number));
-                sent.order.push(temp);
-                outbox.pop();
-                acked_total.fetch_add(1, Ordering::SeqCst);
+/// What one user's clients did, through every restart.
+#[derive(Debug, Default)]
+struct UserLog {
+    /// (tempMessageId, text), in the order queued.
+    queued: Vec<(String, String)>,
+    /// Every `Sent` state, per tempMessageId: (message id, sequence).
+    sent: HashMap<String, Vec<(Uuid, i64)>>,
+    /// Ids of the user's messages acknowledged, and of those seen delivered.
+    acked: HashSet<Uuid>,
+    delivered: HashSet<Uuid>,
+    /// Per client run: the messages shown, in order.
+    shown: Vec<Vec<Shown>>,
+    /// Peer messages shown (distinct ids).
+    received: HashSet<Uuid>,
+    /// Connection losses seen.
+    offline: usize,
+}
+
+struct Harness {
+    users: Vec<Mutex<UserLog>>,
+    progress: watch::Sender<Progress>,
+    options: Options,
+    /// The directory of the outbox files.
+    outboxes: PathBuf,
+}
+
+impl Harness {
+    fn log(&self, user: usize) -> MutexGuard<'_, UserLog> {
+        self.users[user]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn problem(&self, what: String) {
+        self.progress.send_modify(|p| p.problems.push(what));
+    }
+
+    /// Waits (at most [`WAIT`]) until `done` holds; fails at once on a problem.
+    async fn wait(&self, what: &str, done: impl Fn(&Progress) -> bool) {
+        let mut rx = self.progress.subscribe();
+        let reached =
+            tokio::time::timeout(WAIT, rx.wait_for(|p| done(p) || !p.problems.is_empty()))
+                .await
+                .map(|r| r.map(|p| p.problems.clone()));
+        match reached {
+            Ok(Ok(problems)) => assert!(problems.is_empty(), "{what}: {problems:#?}"),
+            Ok(Err(_)) => unreachable!("the harness keeps the sender"),
+            Err(_) => {
+                let progress = self.progress.borrow().clone();
+                panic!(
+                    "timed out waiting for {what}: {progress:#?}\n{}",
+                    self.unsent_report().await
+                )
             }
-            Err(e) if retryable(&e) => {
-                assert!(Instant::now() < deadline, "no progress: {e}");
-                retries.fetch_add(1, Ordering::SeqCst);
-                // The server is down or restarting: try the same send again shortly.
-                tokio::time::sleep(Duration::from_millis(25)).await;
-            }
-            Err(e) => panic!("send {temp} refused: {e}"),
         }
     }
-    assert!(outbox.is_empty());
-    sent
+
+    /// Per user: the messages queued that never reached `Sent`, and what its outbox file holds.
+    async fn unsent_report(&self) -> String {
+        let mut report = String::new();
+        for user in 0..self.users.len() {
+            let missing: Vec<String> = {
+                let log = self.log(user);
+                log.queued
+                    .iter()
+                    .filter(|(t, _)| !log.sent.contains_key(t))
+                    .map(|(t, text)| format!("{t} ({text})"))
+                    .collect()
+            };
+            let held = match Outbox::open(&self.outbox(user)).await {
+                Ok(o) => {
+                    let entries = o.entries().await;
+                    o.close().await;
+                    format!(
+                        "{:?}",
+                        entries.map(|e| e.into_iter().map(|e| e.temp_id).collect::<Vec<_>>())
+                    )
+                }
+                Err(e) => e.to_string(),
+            };
+            report += &format!("user {user}: not Sent {missing:?}; outbox file holds {held}\n");
+        }
+        report
+    }
+
+    fn outbox(&self, user: usize) -> PathBuf {
+        self.outboxes.join(format!("{user}.outbox"))
+    }
+
+    /// Starts a client (run number `run`) for `user` on its outbox file, recording its events.
+    async fn start(self: &Arc<Self>, user: usize, session: Session, outbox: &Path) -> Client {
+        let me = session.user().id;
+        let options = Options {
+            outbox: Some(outbox.to_path_buf()),
+            ..self.options.clone()
+        };
+        let run = {
+            let mut log = self.log(user);
+            log.shown.push(Vec::new());
+            log.shown.len() - 1
+        };
+        let (client, events) = Client::start(session, options).await.expect("client");
+        tokio::spawn(self.clone().record(user, me, run, events));
+        client
+    }
+
+    /// Records one client's events (until its stream ends).
+    async fn record(
+        self: Arc<Self>,
+        user: usize,
+        me: Uuid,
+        run: usize,
+        mut events: mpsc::Receiver<Event>,
+    ) {
+        while let Some(event) = events.recv().await {
+            let mut log = self.log(user);
+            match event {
+                Event::State {
+                    temp_id,
+                    state:
+                        MessageState::Sent {
+                            message_id,
+                            sequence,
+                        },
+                    ..
+                } => {
+                    let first = !log.sent.contains_key(&temp_id);
+                    log.sent
+                        .entry(temp_id)
+                        .or_default()
+                        .push((message_id, sequence));
+                    let delivered =
+                        log.acked.insert(message_id) && log.delivered.contains(&message_id);
+                    self.progress.send_modify(|p| {
+                        p.sent[user] += usize::from(first);
+                        p.delivered += usize::from(delivered);
+                    });
+                }
+                Event::State {
+                    temp_id,
+                    state: MessageState::Failed { code, reason },
+                    ..
+                } => self.problem(format!("user {user}: {temp_id} failed: {code}: {reason}")),
+                Event::Message(r) => {
+                    let m = &r.message;
+                    log.shown[run].push(Shown {
+                        chat: m.chat_id,
+                        id: m.id,
+                        seq: m.sequence_number,
+                        sender: m.sender,
+                        temp: m.temp_message_id.clone(),
+                        text: r.text.clone(),
+                    });
+                    if m.sender != me && log.received.insert(m.id) {
+                        self.progress.send_modify(|p| p.received += 1);
+                    }
+                }
+                Event::Delivered(d) => {
+                    if log.delivered.insert(d.message_id) && log.acked.contains(&d.message_id) {
+                        self.progress.send_modify(|p| p.delivered += 1);
+                    }
+                }
+                Event::Connection(Connection::Online) => {
+                    self.progress.send_modify(|p| p.connects[user] += 1);
+                }
+                Event::Connection(Connection::Offline { .. }) => log.offline += 1,
+                Event::Connection(Connection::SessionExpired) => {
+                    self.problem(format!("user {user}: session expired"));
+                }
+                Event::Error(e) => self.problem(format!("user {user}: event error {e:?}")),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// One user of the run.
+struct Member {
+    user: usize,
+    chat: Uuid,
+    outbox: PathBuf,
+}
+
+/// Queues `count` messages through the user's client, at most [`WINDOW`] unacknowledged at a
+/// time; on each order, "crashes" the client (shuts it down with whatever it has not sent) and
+/// starts a new one on the same outbox file with the next spare session, answering how many
+/// messages the outbox held. Returns the last client once every message is queued and the
+/// orders are over.
+async fn sender(
+    h: Arc<Harness>,
+    m: Member,
+    session: Session,
+    mut spares: Vec<Session>,
+    count: usize,
+    mut orders: mpsc::UnboundedReceiver<oneshot::Sender<usize>>,
+) -> Client {
+    let mut client = h.start(m.user, session, &m.outbox).await;
+    let name = client.session().user().username.clone();
+    let mut progress = h.progress.subscribe();
+    let mut orders_open = true;
+    let mut i = 0;
+    while i < count || orders_open {
+        tokio::select! {
+            order = orders.recv(), if orders_open => {
+                let Some(done) = order else {
+                    orders_open = false;
+                    continue;
+                };
+                let unsent = client.unsent().await.expect("outbox").len();
+                client.shutdown().await;
+                let session = spares.pop().expect("a spare session");
+                client = h.start(m.user, session, &m.outbox).await;
+                let _ = done.send(unsent);
+            }
+            () = room(&mut progress, m.user, i), if i < count => {
+                let text = format!("message {i} from {name}");
+                let temp = queue(&h, &client, m.user, m.chat, &text).await;
+                h.log(m.user).queued.push((temp, text));
+                h.progress.send_modify(|p| p.queued[m.user] += 1);
+                i += 1;
+            }
+        }
+    }
+    client
+}
+
+/// Until the user's `i`-th message fits in the window of unacknowledged ones.
+async fn room(progress: &mut watch::Receiver<Progress>, user: usize, i: usize) {
+    progress
+        .wait_for(|p| p.sent[user] + WINDOW > i)
+        .await
+        .expect("the harness keeps the sender");
+}
+
+/// `Client::send`; when it fails for the server being away (a client not yet connected has to
+/// look the chat up), waits for the client's next connection and tries again.
+async fn queue(h: &Harness, client: &Client, user: usize, chat: Uuid, text: &str) -> String {
+    loop {
+        let connects = h.progress.borrow().connects[user];
+        match client.send(chat, text).await {
+            Ok(temp) => return temp,
+            Err(e) if e.is_transient() => {
+                h.wait("the client to reconnect", |p| p.connects[user] > connects)
+                    .await;
+            }
+            Err(e) => panic!("send refused: {e}"),
+        }
+    }
 }
 
 /// Every message of a chat, paging through the per-chat sync.
@@ -206,6 +432,7 @@ async fn acknowledged_messages_survive_sigkill_exactly_once_and_in_order() {
     let kills = env_number("JIBBER_CRASH_KILLS", 3);
     let per_client = env_number("JIBBER_CRASH_MESSAGES", 25);
     let pairs = env_number("JIBBER_CRASH_PAIRS", 3);
+    let users = pairs * 2;
     let mut server = Server {
         dir: tempfile::tempdir().expect("tempdir"),
         port: free_port(),
@@ -215,76 +442,215 @@ async fn acknowledged_messages_survive_sigkill_exactly_once_and_in_order() {
     server.start().await;
     let base = server.base();
     let ksf = jibber_crypto::test_ksf();
+    let outboxes = tempfile::tempdir().expect("tempdir");
 
-    // Pairs of users, one chat each; both members send.
-    let mut sessions: Vec<Arc<Session>> = Vec::new();
-    for i in 0..pairs * 2 {
+    // Pairs of users, one chat each; both members send. Each user has a session for its
+    // client, spare ones for its client's restarts (they may happen while the server is down),
+    // and one for the REST checks.
+    let spares_each = kills.div_ceil(users) + 1;
+    let mut names = Vec::new();
+    let mut sessions: Vec<Session> = Vec::new();
+    let mut spares: Vec<Vec<Session>> = Vec::new();
+    for i in 0..users {
         let name = format!("crash{i}_{}", &Uuid::new_v4().simple().to_string()[..6]);
         register(&base, &name, "pw", &ksf).await.expect("register");
-        sessions.push(Arc::new(
-            login(&base, &name, "pw", &ksf).await.expect("login"),
-        ));
+        sessions.push(login(&base, &name, "pw", &ksf).await.expect("login"));
+        let mut mine = Vec::new();
+        for _ in 0..spares_each {
+            mine.push(login(&base, &name, "pw", &ksf).await.expect("login"));
+        }
+        spares.push(mine);
+        names.push(name);
     }
+    let ids: Vec<Uuid> = sessions.iter().map(|s| s.user().id).collect();
     let mut chats = Vec::new();
     for p in 0..pairs {
-        let (a, b) = (&sessions[2 * p], &sessions[2 * p + 1]);
-        let chat = a.open_chat(b.user().id).await.expect("chat").id;
+        let chat = sessions[2 * p]
+            .open_chat(ids[2 * p + 1])
+            .await
+            .expect("chat")
+            .id;
         chats.push((chat, 2 * p, 2 * p + 1));
     }
+    let chat_of = |user: usize| chats[user / 2].0;
 
-    let acked_total = Arc::new(AtomicUsize::new(0));
-    let retries = Arc::new(AtomicUsize::new(0));
-    let total = pairs * 2 * per_client;
+    let h = Arc::new(Harness {
+        users: (0..users).map(|_| Mutex::default()).collect(),
+        progress: watch::Sender::new(Progress {
+            queued: vec![0; users],
+            sent: vec![0; users],
+            connects: vec![0; users],
+            ..Progress::default()
+        }),
+        outboxes: outboxes.path().to_path_buf(),
+        options: Options {
+            backoff_min: Duration::from_millis(20),
+            backoff_max: Duration::from_millis(300),
+            ..Options::default()
+        },
+    });
+    let total = users * per_client;
     let mut tasks = Vec::new();
-    for &(chat, a, b) in &chats {
-        for (me, other) in [(a, b), (b, a)] {
-            let peer = sessions[me]
-                .user_profile(sessions[other].user().id)
-                .await
-                .expect("profile");
-            tasks.push(tokio::spawn(sender(
-                sessions[me].clone(),
-                chat,
-                peer,
-                per_client,
-                acked_total.clone(),
-                retries.clone(),
-            )));
-        }
+    let mut orders = Vec::new();
+    let mut spares_left = Vec::new();
+    for (user, session) in sessions.into_iter().enumerate() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        orders.push(tx);
+        spares_left.push(spares[user].len());
+        let member = Member {
+            user,
+            chat: chat_of(user),
+            outbox: h.outbox(user),
+        };
+        tasks.push(tokio::spawn(sender(
+            h.clone(),
+            member,
+            session,
+            std::mem::take(&mut spares[user]),
+            per_client,
+            rx,
+        )));
     }
 
     // Kill while the clients send: after each share of acknowledgements, at a random moment.
+    // At every kill one client crashes too: on even kills while the server is down (its queued
+    // messages certainly unacknowledged), on odd ones just before the kill (in flight).
     let mut rng = rand::thread_rng();
     let mut killed_at = Vec::new();
+    let mut crashes = Vec::new();
     for k in 0..kills {
         let target = total * (k + 1) / (kills + 1);
-        while acked_total.load(Ordering::SeqCst) < target {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        h.wait(&format!("{target} acknowledgements"), |p| {
+            p.sent_total() >= target
+        })
+        .await;
         tokio::time::sleep(Duration::from_millis(rng.gen_range(0..10))).await;
+        let down = k % 2 == 0;
+        if !down {
+            crashes.push((false, crash(&h, &orders, &mut spares_left).await));
+        }
         server.kill().await;
-        killed_at.push(acked_total.load(Ordering::SeqCst));
+        killed_at.push(h.progress.borrow().sent_total());
+        if down {
+            crashes.push((true, crash(&h, &orders, &mut spares_left).await));
+        }
         server.start().await;
     }
-    let mut sent = Vec::new();
+    drop(orders);
+    h.wait("every message acknowledged, shown and delivered", |p| {
+        p.sent_total() == total && p.received == total && p.delivered == total
+    })
+    .await;
+    let mut clients = Vec::new();
     for t in tasks {
-        sent.push(t.await.expect("sender"));
+        clients.push(t.await.expect("sender"));
     }
-    assert_eq!(
-        acked_total.load(Ordering::SeqCst),
-        total,
-        "every outbox drained"
-    );
-    let retried = retries.load(Ordering::SeqCst);
+    for c in clients {
+        c.shutdown().await;
+    }
+    let offline: usize = (0..users).map(|u| h.log(u).offline).sum();
     eprintln!(
-        "{kills} kills at {killed_at:?} of {total} acknowledgements; {retried} sends retried"
+        "{kills} kills at {killed_at:?} of {total} acknowledgements; client crashes \
+         (server down, unsent messages): {crashes:?}; {offline} connection losses"
     );
-    // The kills hit live traffic: some before the last acknowledgement, and senders met the
-    // dead server.
+    // The kills hit live traffic, and the clients crashed with messages to send.
     assert!(killed_at.iter().any(|&n| n < total), "{killed_at:?}");
-    assert!(kills == 0 || retried > 0, "no send ever met a dead server");
+    assert!(kills == 0 || offline >= kills, "the clients saw the kills");
+    assert!(
+        kills == 0 || crashes.iter().any(|&(_, unsent)| unsent > 0),
+        "no client crashed with unsent messages: {crashes:?}"
+    );
+
+    // Every outbox drained: the files hold nothing.
+    for user in 0..users {
+        let outbox = Outbox::open(&h.outbox(user)).await.expect("outbox");
+        let left = outbox.entries().await.expect("entries");
+        assert!(left.is_empty(), "outbox of user {user} holds {left:#?}");
+        outbox.close().await;
+    }
+
+    // What the clients saw. Each queued message reached `Sent` (every `Sent` of one message
+    // names the same stored message), one sender's messages in the order queued.
+    let mut acked: HashMap<(Uuid, String), (String, Uuid, i64)> = HashMap::new();
+    for user in 0..users {
+        let log = h.log(user);
+        assert_eq!(log.queued.len(), per_client);
+        assert_eq!(
+            log.sent.len(),
+            per_client,
+            "user {user}: a Sent of nothing queued"
+        );
+        let mut last_seq = 0;
+        for (temp, text) in &log.queued {
+            let states = &log.sent[temp];
+            assert!(
+                states.iter().all(|s| *s == states[0]),
+                "user {user}: {temp} acknowledged as different messages: {states:?}"
+            );
+            let (id, seq) = states[0];
+            assert!(seq > last_seq, "user {user}: {temp} out of order");
+            last_seq = seq;
+            acked.insert((ids[user], temp.clone()), (text.clone(), id, seq));
+        }
+    }
+    // Each receiver showed every message of its peer once, in sequence order, decrypted; within
+    // each client run, every message shown (its own from an earlier run included) came in
+    // sequence order, once.
+    let mut shown_again = 0;
+    for user in 0..users {
+        let log = h.log(user);
+        let peer = user ^ 1;
+        for (run, shown) in log.shown.iter().enumerate() {
+            let seqs: Vec<i64> = shown.iter().map(|s| s.seq).collect();
+            assert!(
+                seqs.windows(2).all(|w| w[0] < w[1]),
+                "user {user}, run {run}: shown out of order: {seqs:?}"
+            );
+        }
+        let from_peer: Vec<&Shown> = log
+            .shown
+            .iter()
+            .flatten()
+            .filter(|s| s.sender == ids[peer])
+            .collect();
+        // A client crash between handing a message over and saving its chat's position shows
+        // that one message again after the restart (at least once across a crash): the first
+        // of a run may repeat the last of the one before, and nothing else may repeat.
+        let mut seqs: Vec<i64> = Vec::new();
+        let mut again = 0;
+        for s in &from_peer {
+            if seqs.last() == Some(&s.seq) {
+                again += 1;
+            } else {
+                seqs.push(s.seq);
+            }
+        }
+        assert!(again < log.shown.len(), "user {user}: {again} shown again");
+        shown_again += again;
+        let want: Vec<i64> = h
+            .log(peer)
+            .queued
+            .iter()
+            .map(|(t, _)| acked[&(ids[peer], t.clone())].2)
+            .collect();
+        assert_eq!(
+            seqs, want,
+            "user {user}: the peer's messages shown once each, in order"
+        );
+        for s in from_peer {
+            let (text, id, seq) = &acked[&(s.sender, s.temp.clone())];
+            assert_eq!((&s.chat, &s.id, &s.seq), (&chat_of(user), id, seq));
+            assert_eq!(s.text.as_ref(), Ok(text), "user {user}: {}", s.temp);
+        }
+    }
+
+    eprintln!("{shown_again} messages shown again after a client crash");
 
     // Each member reads the first half of the chat; then one more kill before the checks.
+    let mut sessions = Vec::new();
+    for name in &names {
+        sessions.push(login(&base, name, "pw", &ksf).await.expect("login"));
+    }
     for &(chat, a, b) in &chats {
         for me in [a, b] {
             sessions[me]
@@ -312,47 +678,38 @@ async fn acknowledged_messages_survive_sigkill_exactly_once_and_in_order() {
             );
         }
         let half = per_client as i64;
-        for s in sent.iter().filter(|s| s.chat == chat) {
-            let (receiver, sender_session) = if s.sender == sessions[a].user().id {
-                (b, a)
-            } else {
-                (a, b)
-            };
+        for (key, m) in &by_key {
+            let (text, id, seq) = acked
+                .get(key)
+                .unwrap_or_else(|| panic!("stored but never queued: {key:?}"));
+            assert_eq!((&m.id, &m.sequence_number), (id, seq), "{key:?}");
+            let (receiver, sender) = if m.sender == ids[a] { (b, a) } else { (a, b) };
             let peer = sessions[receiver]
-                .user_profile(sessions[sender_session].user().id)
+                .user_profile(ids[sender])
                 .await
                 .expect("profile");
-            let mut last_seq = 0;
-            for temp in &s.order {
-                let (text, id, seq) = &s.acked[temp];
-                let m = by_key
-                    .get(&(s.sender, temp.clone()))
-                    .unwrap_or_else(|| panic!("acknowledged {temp} is not stored"));
-                assert_eq!((&m.id, &m.sequence_number), (id, seq), "{temp}");
-                assert!(*seq > last_seq, "one sender's messages keep their order");
-                last_seq = *seq;
-                assert_eq!(
-                    &sessions[receiver].decrypt(m, &peer).expect("decrypt"),
-                    text
-                );
-                let want = if *seq <= half {
-                    DeliveryStatus::Read
-                } else {
-                    DeliveryStatus::Sent
-                };
-                assert_eq!(m.delivery_status, want, "{temp}");
-            }
+            assert_eq!(
+                &sessions[receiver].decrypt(m, &peer).expect("decrypt"),
+                text
+            );
+            // Every message was delivered to the receiver's client; the first half is read.
+            let want = if *seq <= half {
+                DeliveryStatus::Read
+            } else {
+                DeliveryStatus::Delivered
+            };
+            assert_eq!(m.delivery_status, want, "{key:?}");
         }
         assert_eq!(
             by_key.len(),
             2 * per_client,
-            "nothing stored that was not sent"
+            "every queued message is stored"
         );
         // Unread counts: what the other member sent after the read mark.
         for (me, other) in [(a, b), (b, a)] {
             let expected = stored
                 .iter()
-                .filter(|m| m.sender == sessions[other].user().id && m.sequence_number > half)
+                .filter(|m| m.sender == ids[other] && m.sequence_number > half)
                 .count() as i64;
             let list = sessions[me].chats().await.expect("chats");
             let c = list.iter().find(|c| c.id == chat).expect("chat listed");
@@ -377,4 +734,27 @@ async fn acknowledged_messages_survive_sigkill_exactly_once_and_in_order() {
         );
     }
     server.kill().await;
+}
+
+/// Orders one client to crash: the one with the most unacknowledged messages that has a spare
+/// session left. Returns how many messages its outbox held.
+async fn crash(
+    h: &Harness,
+    orders: &[mpsc::UnboundedSender<oneshot::Sender<usize>>],
+    spares_left: &mut [usize],
+) -> usize {
+    let victim = {
+        let p = h.progress.borrow();
+        (0..orders.len())
+            .filter(|&u| spares_left[u] > 0)
+            .max_by_key(|&u| p.queued[u].saturating_sub(p.sent[u]))
+            .expect("a spare session left")
+    };
+    spares_left[victim] -= 1;
+    let (done, unsent) = oneshot::channel();
+    orders[victim].send(done).expect("sender alive");
+    tokio::time::timeout(WAIT, unsent)
+        .await
+        .expect("the client restarted in time")
+        .expect("the sender answered")
 }

@@ -3,8 +3,9 @@
 //! sealed body with its `tempMessageId`; the server stores a repeated `tempMessageId` of the same
 //! sender once, so sending an entry again after a crash never makes a duplicate.
 //!
-//! The same file keeps the client's change-feed cursor (`/sync`), so a restarted client catches
-//! up from where it stopped.
+//! The same file keeps the client's change-feed cursor (`/sync`) and, per chat, the last
+//! sequence handed to the application, so a restarted client catches up from where it stopped
+//! and does not show a chat again.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -246,6 +247,37 @@ impl Outbox {
         Ok(())
     }
 
+    /// Per chat, the last sequence the client handed to the application (so that a restarted
+    /// client does not show them again).
+    pub async fn applied(&self) -> Result<Vec<(Uuid, i64)>, ClientError> {
+        let rows = sqlx::query("SELECT key, value FROM state WHERE key LIKE 'applied:%'")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(storage)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| {
+                let key: String = r.get("key");
+                let chat = Uuid::parse_str(key.strip_prefix("applied:")?).ok()?;
+                Some((chat, r.get::<i64, _>("value")))
+            })
+            .collect())
+    }
+
+    /// Records that a chat was handed to the application up to `sequence` (never moves back).
+    pub async fn set_applied(&self, chat: Uuid, sequence: i64) -> Result<(), ClientError> {
+        sqlx::query(
+            "INSERT INTO state (key, value) VALUES (?, ?)
+             ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
+        )
+        .bind(format!("applied:{chat}"))
+        .bind(sequence)
+        .execute(&self.pool)
+        .await
+        .map_err(storage)?;
+        Ok(())
+    }
+
     /// Closes the file (waits for the connection to finish).
     pub async fn close(&self) {
         self.pool.close().await;
@@ -325,6 +357,12 @@ mod tests {
             .collect();
         assert_eq!(pending, ["t0", "t2", "t3", "t4"]);
         assert_eq!(outbox.cursor().await.expect("cursor"), 42);
+        outbox.set_applied(chat, 7).await.expect("applied");
+        outbox
+            .set_applied(chat, 5)
+            .await
+            .expect("applied never moves back");
+        assert_eq!(outbox.applied().await.expect("applied"), [(chat, 7)]);
 
         assert!(outbox.retry("t1").await.expect("retry"));
         assert!(!outbox.retry("t1").await.expect("retry twice"));

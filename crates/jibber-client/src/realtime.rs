@@ -210,6 +210,8 @@ struct Shared {
     /// Wakes the sender task (new outbox entry, retry, new connection).
     wake: Notify,
     stop: watch::Sender<bool>,
+    /// The connection loop's task ([`Client::shutdown`] ends it).
+    runner: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Shared {
@@ -356,7 +358,7 @@ impl Shared {
 
     /// Applies one message if it is the next of its chat.
     async fn apply(&self, m: Message, caught_up: bool) {
-        {
+        let own_here = {
             let mut cache = self.cache();
             let track = cache.tracks.entry(m.chat_id).or_default();
             if m.sequence_number != track.applied + 1 {
@@ -365,10 +367,13 @@ impl Shared {
             track.applied = m.sequence_number;
             let own_here = track.own.remove(&m.sequence_number).is_some();
             track.advance();
-            if own_here {
-                return;
-            }
+            own_here
+        };
+        if own_here {
+            self.save_applied(m.chat_id).await;
+            return;
         }
+        let chat = m.chat_id;
         // This device's own message whose acknowledgement was lost (the connection broke after
         // the server stored it): seeing it stored is the acknowledgement, not a new message.
         if m.sender == self.me()
@@ -376,6 +381,7 @@ impl Shared {
                 .settle(m.chat_id, &m.temp_message_id, m.id, m.sequence_number)
                 .await
         {
+            self.save_applied(chat).await;
             return;
         }
         let text = self.decrypt(&m).await;
@@ -385,6 +391,17 @@ impl Shared {
             caught_up,
         })))
         .await;
+        self.save_applied(chat).await;
+    }
+
+    /// Keeps how far a chat reached the application in the outbox file: a restarted client
+    /// goes on from there instead of showing the chat again. (Saved after the hand-over: a
+    /// crash in between shows a message twice, never loses it.)
+    async fn save_applied(&self, chat: Uuid) {
+        let applied = self.cache().tracks.get(&chat).map_or(0, |t| t.applied);
+        if let Err(e) = self.outbox.set_applied(chat, applied).await {
+            tracing::warn!(error = %e, "cannot save the chat's position");
+        }
     }
 
     /// An outbox entry is stored on the server: removes it and tells the application `Sent`,
@@ -433,9 +450,12 @@ impl Shared {
                         }
                     }
                     Change::Message { message, .. } if quiet => {
-                        let mut cache = self.cache();
-                        let track = cache.tracks.entry(message.chat_id).or_default();
-                        track.applied = track.applied.max(message.sequence_number);
+                        {
+                            let mut cache = self.cache();
+                            let track = cache.tracks.entry(message.chat_id).or_default();
+                            track.applied = track.applied.max(message.sequence_number);
+                        }
+                        self.save_applied(message.chat_id).await;
                     }
                     Change::Message { message, .. } => {
                         if message.receiver == self.me()
@@ -515,14 +535,18 @@ impl Shared {
                             data: Some(ack),
                             ..
                         }) => {
-                            self.own_stored(&ack);
-                            self.settle(
-                                entry.chat_id,
-                                &entry.temp_id,
-                                ack.message_id,
-                                ack.sequence_number,
-                            )
-                            .await;
+                            // A lost connection aborts this task; once the entry leaves the
+                            // outbox, `Sent` must still be told: both run in a task of their own.
+                            let shared = self.clone();
+                            let (chat_id, temp_id) = (entry.chat_id, entry.temp_id.clone());
+                            let settle = tokio::spawn(async move {
+                                shared.own_stored(&ack);
+                                shared.save_applied(chat_id).await;
+                                shared
+                                    .settle(chat_id, &temp_id, ack.message_id, ack.sequence_number)
+                                    .await;
+                            });
+                            let _ = settle.await;
                             break;
                         }
                         Ok(Ack {
@@ -610,7 +634,12 @@ impl Client {
             socket: Mutex::default(),
             wake: Notify::new(),
             stop,
+            runner: Mutex::default(),
         });
+        // Each chat goes on from where an earlier run handed it to the application.
+        for (chat, applied) in shared.outbox.applied().await? {
+            shared.cache().tracks.entry(chat).or_default().applied = applied;
+        }
         // Messages still in the outbox from an earlier run show as sending.
         for entry in shared.outbox.entries().await? {
             let state = match entry.failed {
@@ -625,7 +654,11 @@ impl Client {
                 })
                 .await;
         }
-        tokio::spawn(run(shared.clone()));
+        let runner = tokio::spawn(run(shared.clone()));
+        *shared
+            .runner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(runner);
         Ok((Client { shared }, rx))
     }
 
@@ -803,6 +836,24 @@ impl Client {
     /// Stops the client: closes the socket and the outbox file. Unsent messages stay there.
     pub async fn shutdown(self) {
         let _ = self.shared.stop.send(true);
+        // Wait for the connection loop to end (it closes its socket): nothing more reaches
+        // the application or the outbox file once this returns. (A catch-up was otherwise still
+        // handing messages over after the file closed, their positions no longer saved.) A loop
+        // stuck on an application that stopped reading its events is cut short.
+        let runner = self
+            .shared
+            .runner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(mut runner) = runner
+            && tokio::time::timeout(self.shared.options.request_timeout, &mut runner)
+                .await
+                .is_err()
+        {
+            runner.abort();
+            let _ = runner.await;
+        }
         if let Some(s) = self.shared.socket() {
             s.close().await;
         }
@@ -924,12 +975,16 @@ async fn connected(
     }
     shared.set_socket(Some(socket.clone()));
     shared.emit(Event::Connection(Connection::Online)).await;
-    let sender = {
+    // Aborted when the connection ends, also when this future is dropped (a shutdown).
+    let _sender = AbortOnDrop({
         let shared = shared.clone();
         let socket = socket.clone();
         tokio::spawn(async move { shared.send_outbox(&socket).await })
-    };
-    let refresher = tokio::spawn(keep_authorised(shared.clone(), socket.clone()));
+    });
+    let _refresher = AbortOnDrop(tokio::spawn(keep_authorised(
+        shared.clone(),
+        socket.clone(),
+    )));
     let reason = loop {
         let Some(next) = inbound.recv().await else {
             break "connection ended".to_owned();
@@ -948,9 +1003,15 @@ async fn connected(
             ack.send(&json!({ "ok": true })).await;
         }
     };
-    sender.abort();
-    refresher.abort();
     reason
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 enum Flow {
