@@ -1031,6 +1031,25 @@ async fn handle(shared: &Shared, name: &str, data: serde_json::Value) -> Result<
             let m: Message = decode(name, data)?;
             shared.deliver(vec![m], false).await?;
         }
+        // The server tells every device of the sender, before the receiver gets the message: for
+        // a message of this device it settles the outbox entry here, in order with the events,
+        // so its `Sent` always comes before its `Delivered` and `Read` (the acknowledgement,
+        // handled in a task of its own, may come later; whichever is first settles, once).
+        events::MESSAGE_SENT => {
+            let ack: SendMessageResponse = decode(name, data)?;
+            if shared
+                .settle(
+                    ack.chat_id,
+                    &ack.temp_message_id,
+                    ack.message_id,
+                    ack.sequence_number,
+                )
+                .await
+            {
+                shared.own_stored(&ack);
+                shared.save_applied(ack.chat_id).await;
+            }
+        }
         events::MESSAGE_DELIVERED => {
             shared.emit(Event::Delivered(decode(name, data)?)).await;
         }
