@@ -24,7 +24,7 @@ async fn alice_and_bob(s: &TestServer) -> (Session, Session, Uuid) {
 
 async fn two_clients_chat(transport: Transport) {
     // Short access tokens: the sockets must stay authorised by refreshing in-band.
-    let s = TestServer::start(&[("access_token_ttl", "3s")]).await;
+    let s = TestServer::start(&[("access_token_ttl", "5s")]).await;
     let alice_session = user(&s.base, "alice").await;
     let bob_session = user(&s.base, "bob").await;
     let (alice_id, bob_id) = (alice_session.user().id, bob_session.user().id);
@@ -91,8 +91,9 @@ async fn two_clients_chat(transport: Transport) {
     })
     .await;
 
-    // Outlive two access tokens, then talk again: the sockets never dropped.
-    tokio::time::sleep(Duration::from_secs(7)).await;
+    // Outlive two access tokens (5 s each; refreshed in band at 3/4 of their life, which leaves
+    // a loaded CI machine over a second), then talk again: the sockets never dropped.
+    tokio::time::sleep(Duration::from_secs(11)).await;
     bob.send(chat, "hello alice").await.expect("reply");
     let got = until(&mut a_rx, &mut a_seen, "alice receives", text_of).await;
     assert_eq!((got.1, got.2.as_str()), (2, "hello alice"));
