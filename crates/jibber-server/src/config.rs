@@ -143,8 +143,8 @@ pub const SPECS: &[Spec] = &[
     },
     Spec {
         key: "socket_ws_read_buffer",
-        default: "4096",
-        help: "Initial read buffer of each WebSocket connection, in bytes; it grows for larger frames. Smaller saves memory per idle connection.",
+        default: "1024",
+        help: "Read buffer of each WebSocket connection, in bytes (larger frames are read in several steps). Smaller saves memory per idle connection: 4096 costs 3 KiB more per connection than 1024 (BENCHMARKS.md).",
     },
     Spec {
         key: "socket_events_per_second",
