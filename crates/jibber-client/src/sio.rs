@@ -117,6 +117,26 @@ pub struct Socket {
     out: mpsc::Sender<String>,
     pending: Arc<Pending>,
     next_id: Arc<AtomicI64>,
+    /// Shared by the clones: the last one dropped closes the connection (the background tasks
+    /// hold the transport, so without it a dropped socket stayed open until the server's ping
+    /// timeout).
+    _closer: Arc<CloseOnDrop>,
+}
+
+#[derive(Debug)]
+struct CloseOnDrop(mpsc::Sender<String>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        if let Err(mpsc::error::TrySendError::Full(close)) = self.0.try_send("1".to_owned())
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let out = self.0.clone();
+            runtime.spawn(async move {
+                let _ = out.send(close).await;
+            });
+        }
+    }
 }
 
 fn encode(packet: Packet) -> Option<String> {
@@ -195,6 +215,7 @@ impl Socket {
             out: out_tx.clone(),
             pending: Arc::default(),
             next_id: Arc::new(AtomicI64::new(1)),
+            _closer: Arc::new(CloseOnDrop(out_tx.clone())),
         };
         let (app_tx, app_rx) = mpsc::channel(INCOMING_QUEUE);
         tokio::spawn(dispatch(engine_rx, app_tx, out_tx, socket.pending.clone()));

@@ -393,3 +393,41 @@ async fn a_key_rotation_keeps_old_messages_readable_and_warns_the_peer() {
     alice.shutdown().await;
     s.stop().await;
 }
+
+/// Dropping every handle of a socket closes its connection (before, the background tasks kept
+/// it open until the server's ping timeout: a leak for every reconnect and every load test).
+#[tokio::test]
+async fn dropping_every_handle_of_a_socket_closes_the_connection() {
+    use jibber_client::sio::{Inbound, Socket};
+    let s = TestServer::start(&[]).await;
+    let alice = user(&s.base, "alice").await;
+    for transport in [Transport::WebSocket, Transport::Polling] {
+        let token = alice.access_token().await.expect("token");
+        let (socket, mut inbound) = Socket::connect(
+            &s.base,
+            transport,
+            &serde_json::json!({ "token": token }),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("connect");
+        let twin = socket.clone();
+        drop(socket);
+        assert!(twin.is_open(), "a clone keeps it open");
+        drop(twin);
+        let closed = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match inbound.recv().await {
+                    None | Some(Inbound::Closed { .. }) => return,
+                    Some(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "{transport:?}: still open 10 s after the last handle went"
+        );
+    }
+    s.stop().await;
+}
