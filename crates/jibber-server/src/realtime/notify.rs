@@ -65,7 +65,14 @@ pub fn apply(state: &AppState, relay: Relay) {
 
 /// The local sockets of a user.
 fn sockets_of(state: &AppState, user: Uuid) -> Vec<SocketRef> {
-    state.realtime.io.to(user_room(user)).sockets()
+    // Once shutdown closed the namespace, `io.to` would panic (socketioxide expects "/"); a
+    // late task (a relay from another node, a delivery acknowledgement) then reaches nobody.
+    state
+        .realtime
+        .io
+        .of("/")
+        .map(|ns| ns.to(user_room(user)).sockets())
+        .unwrap_or_default()
 }
 
 fn count_failure(event: &str, e: &SendError) {
@@ -295,7 +302,13 @@ pub async fn presence(
 
 /// Tells every socket of this node to walk `/sync` (events from other nodes may have been lost).
 pub fn resync_all(state: &AppState) {
-    for socket in state.realtime.io.sockets() {
+    let sockets = state
+        .realtime
+        .io
+        .of("/")
+        .map(|ns| ns.sockets())
+        .unwrap_or_default();
+    for socket in sockets {
         if let Some(session) = session(&socket) {
             session.lagging.store(true, Ordering::Relaxed);
             settle(&socket, Some(&session));
