@@ -441,26 +441,7 @@ async fn send_one(tx: &mut PgConnection, r: &SendRequest) -> Result<Sent> {
         .execute(&mut *tx)
         .await
         .map_err(backend_err)?;
-    let m = m.clone();
-    let message = Message {
-        id: m.id,
-        chat_id: m.chat_id,
-        sender: m.sender,
-        receiver: m.receiver,
-        cipher: m.cipher.into(),
-        iv: m.iv.into(),
-        signature: m.signature.into(),
-        sender_public_id_key: m.sender_public_id_key.into(),
-        sender_public_signing_key: m.sender_public_signing_key.into(),
-        receiver_public_id_key: m.receiver_public_id_key.into(),
-        sequence_number: seq,
-        delivery_status: DeliveryStatus::Sent,
-        client_timestamp: ms(m.client_timestamp),
-        temp_message_id: m.temp_message_id,
-        created_at: now,
-        delivered_at: None,
-        read_at: None,
-    };
+    let message = m.clone().stored(seq);
     Ok(Sent {
         message,
         duplicate: false,

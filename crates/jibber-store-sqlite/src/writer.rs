@@ -14,7 +14,7 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use jibber_proto::api::{DeliveredReceipt, DeliveryStatus, Message};
+use jibber_proto::api::{DeliveredReceipt, Message};
 use jibber_store::batch::{DeliveryRequest, SendRequest};
 use jibber_store::util::to_ms;
 use jibber_store::{Result, StoreError};
@@ -281,23 +281,5 @@ fn send_one(tx: &rusqlite::Transaction<'_>, r: SendRequest) -> Result<Outcome> {
     };
     push_change(tx, m.sender, &entry)?;
     push_change(tx, m.receiver, &entry)?;
-    Ok(Outcome::Stored(Box::new(Message {
-        id: m.id,
-        chat_id: m.chat_id,
-        sender: m.sender,
-        receiver: m.receiver,
-        cipher: m.cipher.into(),
-        iv: m.iv.into(),
-        signature: m.signature.into(),
-        sender_public_id_key: m.sender_public_id_key.into(),
-        sender_public_signing_key: m.sender_public_signing_key.into(),
-        receiver_public_id_key: m.receiver_public_id_key.into(),
-        sequence_number: seq,
-        delivery_status: DeliveryStatus::Sent,
-        client_timestamp: m.client_timestamp,
-        temp_message_id: m.temp_message_id,
-        created_at: m.created_at,
-        delivered_at: None,
-        read_at: None,
-    })))
+    Ok(Outcome::Stored(Box::new(m.stored(seq))))
 }

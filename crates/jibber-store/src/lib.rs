@@ -159,6 +159,33 @@ pub struct NewMessage {
     pub created_at: OffsetDateTime,
 }
 
+impl NewMessage {
+    /// The message as stored with `sequence`: status `sent`, times to the millisecond (as both
+    /// backends keep them, so the acknowledgement equals what is read back later).
+    pub fn stored(self, sequence: i64) -> Message {
+        let ms = |t| util::from_ms(util::to_ms(t));
+        Message {
+            id: self.id,
+            chat_id: self.chat_id,
+            sender: self.sender,
+            receiver: self.receiver,
+            cipher: self.cipher.into(),
+            iv: self.iv.into(),
+            signature: self.signature.into(),
+            sender_public_id_key: self.sender_public_id_key.into(),
+            sender_public_signing_key: self.sender_public_signing_key.into(),
+            receiver_public_id_key: self.receiver_public_id_key.into(),
+            sequence_number: sequence,
+            delivery_status: jibber_proto::api::DeliveryStatus::Sent,
+            client_timestamp: ms(self.client_timestamp),
+            temp_message_id: self.temp_message_id,
+            created_at: ms(self.created_at),
+            delivered_at: None,
+            read_at: None,
+        }
+    }
+}
+
 /// The outcome of a send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sent {
