@@ -60,11 +60,14 @@ mod tempfile_dir {
 }
 
 /// The settings a spawned server runs with: the per-user event limit and the auth limits out
-/// of the way (one load generator is many users on one address).
-pub const SPAWN_ENV: [(&str, &str); 4] = [
+/// of the way (one load generator is many users on one address), and access tokens that
+/// outlive the run (the load generator's raw sockets do not refresh in band, so at expiry the
+/// server would end them: a 30-minute soak stopped at 15).
+pub const SPAWN_ENV: [(&str, &str); 5] = [
     ("JIBBER_SOCKET_EVENTS_PER_SECOND", "1000000"),
     ("JIBBER_AUTH_RATE_PER_IP", "1000000"),
     ("JIBBER_AUTH_RATE_PER_USERNAME", "1000000"),
+    ("JIBBER_ACCESS_TOKEN_TTL", "24h"),
     ("RUST_LOG", "warn"),
 ];
 

@@ -79,7 +79,7 @@ pub enum BenchCommand {
 #[derive(Args, Debug)]
 pub struct ServerArgs {
     /// A running server (it must allow the load: raise JIBBER_SOCKET_EVENTS_PER_SECOND and the
-    /// auth rate limits).
+    /// auth rate limits, and JIBBER_ACCESS_TOKEN_TTL above the run's length).
     #[arg(long, conflicts_with = "spawn")]
     pub server: Option<String>,
     /// The running server's process id (for CPU and memory figures).

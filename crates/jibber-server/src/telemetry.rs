@@ -35,6 +35,9 @@ pub fn init_logging(settings: &Settings) {
     };
 }
 
+/// How often buffered histogram samples are folded into the exported histograms.
+const METRICS_UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The process-wide Prometheus recorder (installed once; every server in the process shares
 /// it).
 pub fn metrics_handle() -> PrometheusHandle {
@@ -52,6 +55,22 @@ pub fn metrics_handle() -> PrometheusHandle {
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
+            }
+            // Histogram samples wait in a buffer until upkeep folds them in; `build_recorder`
+            // (unlike `install`) runs no upkeep, so without this loop every sample of every
+            // histogram stayed in memory until someone scraped /metrics: about 80 bytes per
+            // relayed message, found by the 30-minute soak (docs/reliability.md).
+            let upkeep = handle.clone();
+            let spawned = std::thread::Builder::new()
+                .name("metrics-upkeep".to_owned())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(METRICS_UPKEEP);
+                        upkeep.run_upkeep();
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "cannot start the metrics upkeep thread");
             }
             handle
         })
