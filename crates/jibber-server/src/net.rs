@@ -62,6 +62,12 @@ pub async fn serve_connections(
             },
             () = &mut signal => break,
         };
+        // Small writes go out at once: without it, Nagle's algorithm held an event's second
+        // packet (the send's acknowledgement after `messageSent`) until the client's delayed
+        // ACK, about 40 ms (BENCHMARKS.md).
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
         let service = router.clone().map_request(
             move |mut req: axum::http::Request<hyper::body::Incoming>| {
                 req.extensions_mut()
