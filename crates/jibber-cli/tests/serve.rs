@@ -45,7 +45,7 @@ fn serve_in_an_empty_directory_answers_health_and_stops_on_sigterm() {
             .expect("kill")
             .success()
     );
-    let exit = server.wait_exit(Duration::from_secs(15));
+    let exit = server.wait_exit(Duration::from_secs(10));
     assert!(exit.success(), "exit status {exit:?}");
 }
 

@@ -157,6 +157,11 @@ pub const SPECS: &[Spec] = &[
         help: "A typing indicator not refreshed within this time stops by itself.",
     },
     Spec {
+        key: "away_after",
+        default: "90s",
+        help: "A user whose devices send `heartbeat` events is away (peers get userAway) after this long without one, and back (userBack) with the next; 0 turns it off. Devices that never send a heartbeat are not affected.",
+    },
+    Spec {
         key: "trust_proxy",
         default: "false",
         help: "Take the client address from `X-Forwarded-For` (only behind a proxy you run).",
@@ -239,6 +244,8 @@ pub struct Settings {
     pub socket_ws_read_buffer: usize,
     pub socket_events_per_second: u32,
     pub typing_timeout: Duration,
+    /// Heartbeat silence after which a heartbeating user is away (zero: never).
+    pub away_after: Duration,
     pub trust_proxy: bool,
     pub cookie_secure: CookieSecure,
     pub request_timeout: Duration,
@@ -552,6 +559,11 @@ impl Settings {
         let socket_ping_interval = dur(&mut p, "socket_ping_interval");
         let socket_ping_timeout = dur(&mut p, "socket_ping_timeout");
         let typing_timeout = dur(&mut p, "typing_timeout");
+        let away_after = p.parse(
+            "away_after",
+            parse_duration,
+            "a duration such as 90s or 2m, or 0 for never",
+        );
         let presence_ttl = dur(&mut p, "presence_ttl").filter(|d| {
             d.as_millis() >= 1000 || {
                 p.problems
@@ -676,6 +688,7 @@ impl Settings {
             socket_ws_read_buffer: socket_ws_read_buffer.expect("checked"),
             socket_events_per_second: socket_events_per_second.expect("checked"),
             typing_timeout: typing_timeout.expect("checked"),
+            away_after: away_after.expect("checked"),
             trust_proxy: trust_proxy.expect("checked"),
             cookie_secure: cookie_secure.expect("checked"),
             request_timeout: request_timeout.expect("checked"),

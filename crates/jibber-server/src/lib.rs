@@ -119,8 +119,9 @@ impl App {
         http::router(self.state.clone(), self.socket_layer.clone())
     }
 
-    /// Serves on `listener` until `shutdown` completes, then drains in-flight requests (at most
-    /// `shutdown_timeout`) and closes the database.
+    /// Serves on `listener` until `shutdown` completes, then shuts down within
+    /// `shutdown_timeout` of it: clients told and disconnected, requests and writes in flight
+    /// finished, the database closed.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -129,14 +130,27 @@ impl App {
         let state = self.state.clone();
         let router = http::router(state.clone(), self.socket_layer.clone());
         let janitor = tokio::spawn(janitor(state.clone()));
-        let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+        // The whole shutdown, from the signal to the exit, takes at most `shutdown_timeout`:
+        // the gateway's part gets what is left after a reserve for draining requests.
+        let timeout = state.settings.shutdown_timeout;
+        let (began_tx, began_rx) = tokio::sync::oneshot::channel::<tokio::time::Instant>();
+        let began = std::sync::Arc::new(std::sync::OnceLock::new());
+        let began_at = began.clone();
         let flag = state.clone();
         let signal = async move {
             shutdown.await;
+            let now = tokio::time::Instant::now();
+            let _ = began_at.set(now);
+            let _ = began_tx.send(now);
             flag.shutting_down.store(true, Ordering::Relaxed);
             tracing::info!("shutting down: no new connections, finishing requests in flight");
-            realtime::shutdown(&flag).await;
-            let _ = drain_tx.send(());
+            let gateway_budget = timeout.mul_f64(0.7);
+            if tokio::time::timeout(gateway_budget, realtime::shutdown(&flag))
+                .await
+                .is_err()
+            {
+                tracing::warn!(?gateway_budget, "the gateway's shutdown was cut short");
+            }
         };
         let server = net::serve_connections(
             listener,
@@ -147,17 +161,28 @@ impl App {
             },
             signal,
         );
-        let timeout = state.settings.shutdown_timeout;
         let mut server = std::pin::pin!(server);
         tokio::select! {
             res = &mut server => res.context("server failed")?,
             () = async {
-                let _ = drain_rx.await;
-                tokio::time::sleep(timeout).await;
-            } => tracing::warn!(?timeout, "requests still in flight after the shutdown timeout; stopping anyway"),
+                match began_rx.await {
+                    Ok(began) => tokio::time::sleep_until(began + timeout.mul_f64(0.9)).await,
+                    // The server ended without a shutdown signal: the other branch reports it.
+                    Err(_) => std::future::pending().await,
+                }
+            } => tracing::warn!(?timeout, "work still in flight at the shutdown timeout; stopping anyway"),
         }
         janitor.abort();
-        self.store.close().await;
+        // Closing waits for a batch being committed; it too stays within the deadline.
+        let left = began.get().map_or(timeout, |b: &tokio::time::Instant| {
+            (*b + timeout).saturating_duration_since(tokio::time::Instant::now())
+        });
+        if tokio::time::timeout(left.max(Duration::from_millis(500)), self.store.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the database did not close in time");
+        }
         tracing::info!("stopped");
         Ok(())
     }

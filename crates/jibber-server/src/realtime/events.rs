@@ -295,19 +295,32 @@ async fn typing(
     Ok(json!({ "chatId": p.chat_id, "isTyping": p.is_typing }))
 }
 
+/// A device is in use: its user is not idle (see [`super::registry`]); a user who was idle is
+/// back. Answers the server's time.
 async fn heartbeat(
-    _state: AppState,
+    state: AppState,
     _socket: SocketRef,
-    _session: Arc<Session>,
+    session: Arc<Session>,
     _p: Value,
 ) -> ApiResult<Value> {
+    if state
+        .realtime
+        .registry
+        .heartbeat(session.user, std::time::Instant::now())
+    {
+        notify::presence(&state, session.user, events::USER_BACK, None).await;
+    }
     Ok(
         json!({ "serverTime": now_ms().format(&time::format_description::well_known::Rfc3339).unwrap_or_default() }),
     )
 }
 
 async fn away(state: AppState, session: Arc<Session>, away: bool) -> ApiResult<Value> {
-    if state.realtime.registry.set_away(session.user, away) {
+    if state
+        .realtime
+        .registry
+        .set_away(session.user, away, std::time::Instant::now())
+    {
         let event = if away {
             events::USER_AWAY
         } else {

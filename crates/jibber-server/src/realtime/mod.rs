@@ -175,6 +175,34 @@ pub fn attach(state: &AppState) {
         };
     state.realtime.io.ns("/", on_connect.with(middleware));
     nodes::start(state);
+    start_idle_sweeper(state);
+}
+
+/// Every quarter of `away_after`, tells the peers of users whose heartbeats stopped that they
+/// are away (nothing when `away_after` is zero).
+fn start_idle_sweeper(state: &AppState) {
+    let after = state.settings.away_after;
+    if after.is_zero() {
+        return;
+    }
+    let sweeper = state.clone();
+    let task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval((after / 4).max(Duration::from_millis(100)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let now = std::time::Instant::now();
+            for user in sweeper.realtime.registry.sweep_idle(now, after) {
+                notify::presence(&sweeper, user, jibber_proto::events::USER_AWAY, None).await;
+            }
+        }
+    });
+    state
+        .realtime
+        .tasks
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(task.abort_handle());
 }
 
 /// Begins shutdown: tells every client, takes this node's users offline (announced to the other

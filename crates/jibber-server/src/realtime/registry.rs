@@ -1,8 +1,13 @@
 //! Which devices (sockets) of which users are connected to this node, with each device's open
-//! chat and each user's away flag. Everything a socket adds is removed when it disconnects.
+//! chat and each user's away state. Everything a socket adds is removed when it disconnects.
+//!
+//! A user is away when a device said so (`userAway`, until `userBack`) or when the user's devices
+//! send `heartbeat` events and none has come for `away_after` (idle, until the next heartbeat).
+//! A user whose devices never send a heartbeat is never idle.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use socketioxide::socket::Sid;
 use uuid::Uuid;
@@ -11,7 +16,18 @@ use uuid::Uuid;
 struct UserEntry {
     /// Each device and the chat it has open.
     sockets: HashMap<Sid, Option<Uuid>>,
+    /// Said away by a device.
     away: bool,
+    /// Heartbeats stopped for `away_after`.
+    idle: bool,
+    /// The last heartbeat of any device of the user.
+    last_heartbeat: Option<Instant>,
+}
+
+impl UserEntry {
+    fn is_away(&self) -> bool {
+        self.away || self.idle
+    }
 }
 
 /// A user's devices on this node, each with its open chat.
@@ -72,15 +88,52 @@ impl Registry {
             .is_some_and(|e| e.sockets.values().any(|c| *c == Some(chat)))
     }
 
-    /// Sets the away flag; true when it changed.
-    pub fn set_away(&self, user: Uuid, away: bool) -> bool {
-        match self.lock().get_mut(&user) {
-            Some(e) if e.away != away => {
-                e.away = away;
-                true
+    /// A device said the user is away (`userAway`) or back (`userBack`, which also ends being
+    /// idle); true when the user's away state changed.
+    pub fn set_away(&self, user: Uuid, away: bool, now: Instant) -> bool {
+        let mut users = self.lock();
+        let Some(e) = users.get_mut(&user) else {
+            return false;
+        };
+        let before = e.is_away();
+        e.away = away;
+        if !away {
+            e.idle = false;
+            if e.last_heartbeat.is_some() {
+                e.last_heartbeat = Some(now);
             }
-            _ => false,
         }
+        before != e.is_away()
+    }
+
+    /// A device of `user` sent a heartbeat; true when that brought the user back from idle.
+    pub fn heartbeat(&self, user: Uuid, now: Instant) -> bool {
+        let mut users = self.lock();
+        let Some(e) = users.get_mut(&user) else {
+            return false;
+        };
+        e.last_heartbeat = Some(now);
+        let came_back = e.idle && !e.away;
+        e.idle = false;
+        came_back
+    }
+
+    /// Marks idle every heartbeating user silent for `after`; returns those who thereby became
+    /// away (not those who were away already).
+    pub fn sweep_idle(&self, now: Instant, after: Duration) -> Vec<Uuid> {
+        let mut gone = Vec::new();
+        for (user, e) in self.lock().iter_mut() {
+            let silent = e
+                .last_heartbeat
+                .is_some_and(|t| now.saturating_duration_since(t) >= after);
+            if silent && !e.idle {
+                e.idle = true;
+                if !e.away {
+                    gone.push(*user);
+                }
+            }
+        }
+        gone
     }
 
     pub fn is_online(&self, user: Uuid) -> bool {
@@ -123,8 +176,9 @@ mod tests {
         assert!(!r.add(u, b));
         r.set_active_chat(u, b, Some(chat));
         assert!(r.has_active_chat(u, chat));
-        assert!(r.set_away(u, true));
-        assert!(!r.set_away(u, true));
+        let now = Instant::now();
+        assert!(r.set_away(u, true, now));
+        assert!(!r.set_away(u, true, now));
         assert_eq!(r.counts(), (2, 1));
         assert!(!r.remove(u, b));
         assert!(!r.has_active_chat(u, chat));
@@ -133,5 +187,39 @@ mod tests {
         assert!(!r.is_online(u));
         // Removing twice is harmless.
         assert!(!r.remove(u, a));
+    }
+
+    #[test]
+    fn heartbeats_make_a_silent_user_idle_and_bring_them_back() {
+        let r = Registry::default();
+        let (u, quiet) = (Uuid::now_v7(), Uuid::now_v7());
+        r.add(u, Sid::new());
+        r.add(quiet, Sid::new());
+        let t0 = Instant::now();
+        let after = Duration::from_secs(90);
+        assert!(!r.heartbeat(u, t0), "a first heartbeat changes nothing");
+        assert!(r.sweep_idle(t0 + Duration::from_secs(89), after).is_empty());
+        // Only the heartbeating user goes idle; one who never sent a heartbeat never does.
+        assert_eq!(r.sweep_idle(t0 + after, after), vec![u]);
+        assert!(r.sweep_idle(t0 + after * 2, after).is_empty(), "once");
+        assert!(
+            r.heartbeat(u, t0 + after * 2),
+            "the next heartbeat brings the user back"
+        );
+        assert!(!r.heartbeat(u, t0 + after * 2));
+
+        // Said away, the user stays away through heartbeats and idleness, until userBack.
+        let t1 = t0 + after * 3;
+        assert!(r.set_away(u, true, t1));
+        assert!(!r.heartbeat(u, t1));
+        assert!(r.sweep_idle(t1 + after, after).is_empty());
+        assert!(
+            !r.heartbeat(u, t1 + after),
+            "still away: the device said so"
+        );
+        assert!(r.set_away(u, false, t1 + after));
+        // userBack also ends idleness.
+        assert_eq!(r.sweep_idle(t1 + after * 2, after), vec![u]);
+        assert!(r.set_away(u, false, t1 + after * 2));
     }
 }

@@ -307,6 +307,11 @@ impl TestApp {
     pub async fn stop(self) {
         self.server.stop().await;
     }
+
+    /// Stops the server, keeping its data directory and address to start it again.
+    pub async fn park(self) -> jibber_server::testing::Parked {
+        self.server.park().await
+    }
 }
 
 /// A valid send body.

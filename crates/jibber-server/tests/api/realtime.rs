@@ -261,6 +261,17 @@ async fn the_registry_is_empty_after_a_thousand_connect_disconnect_cycles() {
     let chat = app.chat(&a, &b).await;
     // b watches a's presence: each cycle ends when b sees a go offline.
     let mut watcher = connect(&app, &b, TransportType::Websocket).await;
+    // The gauges count sockets and users: a's two devices and b's one.
+    let a1 = connect(&app, &a, TransportType::Websocket).await;
+    let a2 = connect(&app, &a, TransportType::Polling).await;
+    let metrics = app.metrics().await;
+    assert_eq!(gauge(&metrics, "jibber_sockets_connected"), Some(3.0));
+    assert_eq!(gauge(&metrics, "jibber_socket_users_connected"), Some(2.0));
+    a1.disconnect().await;
+    a2.disconnect().await;
+    watcher
+        .expect_with("userOffline", "userId", &json!(a.id))
+        .await;
     for i in 0..1000 {
         let d = connect(&app, &a, TransportType::Websocket).await;
         if i % 100 == 0 {
@@ -284,7 +295,63 @@ async fn the_registry_is_empty_after_a_thousand_connect_disconnect_cycles() {
         .request(reqwest::Method::GET, "/health", None, None)
         .await;
     assert_eq!(health.data()["sockets"]["connected"], json!(1));
+    let metrics = app.metrics().await;
+    assert_eq!(gauge(&metrics, "jibber_sockets_connected"), Some(1.0));
+    assert_eq!(gauge(&metrics, "jibber_socket_users_connected"), Some(1.0));
     watcher.disconnect().await;
+    app.stop().await;
+}
+
+/// The value of an unlabelled Prometheus gauge.
+fn gauge(metrics: &str, name: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let (key, value) = line.split_once(' ')?;
+        (key == name).then(|| value.trim().parse().ok()).flatten()
+    })
+}
+
+#[tokio::test]
+async fn heartbeats_that_stop_make_a_user_away_and_the_next_brings_them_back() {
+    let app = spawn_app_with(&[("socket_events_per_second", "100000"), ("away_after", "1s")]).await;
+    let a = app.user("hb_a").await;
+    let b = app.user("hb_b").await;
+    app.chat(&a, &b).await;
+    let mut da = connect(&app, &a, TransportType::Websocket).await;
+    let mut db = connect(&app, &b, TransportType::Websocket).await;
+    // a's device beats once, then falls silent: b learns that a is away.
+    let r = da.call("heartbeat", json!({"timestamp": 1})).await;
+    assert_eq!(r["ok"], json!(true), "{r}");
+    let away = db.expect_with("userAway", "userId", &json!(a.id)).await;
+    assert_eq!(away["userId"], json!(a.id));
+    // The next heartbeat brings a back.
+    da.call("heartbeat", json!({"timestamp": 2})).await;
+    db.expect_with("userBack", "userId", &json!(a.id)).await;
+    // b never sent a heartbeat: b's connection alone says b is here, so a never hears that b is
+    // away (a's socket sees its events in order; the pong comes after anything sent before it).
+    da.call("ping", json!({})).await;
+    loop {
+        let (event, data) = da.expect_any().await;
+        assert!(
+            !(event == "userAway" && data["userId"] == json!(b.id)),
+            "b sent no heartbeat and must not turn away"
+        );
+        if event == "pong" {
+            break;
+        }
+    }
+    // A device that says it is away stays away through heartbeats until it says it is back.
+    da.call("userAway", json!({})).await;
+    db.expect_with("userAway", "userId", &json!(a.id)).await;
+    da.call("heartbeat", json!({"timestamp": 3})).await;
+    da.call("userBack", json!({})).await;
+    let (event, data) = db.expect_any().await;
+    assert_eq!(
+        (event.as_str(), &data["userId"]),
+        ("userBack", &json!(a.id)),
+        "the heartbeat did not end the away a device declared; userBack did"
+    );
+    da.disconnect().await;
+    db.disconnect().await;
     app.stop().await;
 }
 
@@ -537,4 +604,133 @@ async fn shutdown_tells_clients_and_finishes_in_time() {
         .expect("the server stops within 10 s")
         .expect("join");
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_refuses_new_sockets_and_keeps_every_acknowledged_message() {
+    let app = spawn_app_with(FAST).await;
+    let a = app.user("sd_a").await;
+    let b = app.user("sd_b").await;
+    let chat = app.chat(&a, &b).await;
+    let da = connect(&app, &a, TransportType::Websocket).await;
+
+    // Four senders keep sends in flight; each stops at its first send that is not acknowledged.
+    let (acked_tx, mut acked_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut senders = Vec::new();
+    for s in 0..4 {
+        let device = Device::from_client(da.client.clone());
+        let acked = acked_tx.clone();
+        let to = b.id;
+        senders.push(tokio::spawn(async move {
+            for i in 0..100 {
+                let temp = format!("sd-{s}-{i}");
+                let wait = std::time::Duration::from_secs(5);
+                let Some(ack) = device
+                    .try_call("sendMessage", message_body(chat, to, &temp), wait)
+                    .await
+                else {
+                    return;
+                };
+                if ack["ok"] != json!(true) {
+                    return;
+                }
+                let _ = acked.send((temp, seq(&ack["data"])));
+            }
+        }));
+    }
+    drop(acked_tx);
+    let mut acked = std::collections::BTreeMap::new();
+    while acked.len() < 20 {
+        let (temp, seq) = acked_rx.recv().await.expect("sends are acknowledged");
+        acked.insert(temp, seq);
+    }
+
+    // Shutdown begins by refusing new sockets (the same flag the signal sets) ...
+    app.state
+        .shutting_down
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let late = RawPolling::open(&app, &a.access).await;
+    let refused = late
+        .connect_reply()
+        .await
+        .expect_err("refused while shutting down");
+    assert_eq!(
+        refused["message"],
+        json!("Server shutting down"),
+        "{refused}"
+    );
+    assert_eq!(
+        refused["data"]["code"],
+        json!("SERVICE_UNAVAILABLE"),
+        "{refused}"
+    );
+    let ready = app
+        .request(reqwest::Method::GET, "/ready", None, None)
+        .await;
+    assert_eq!(ready.status.as_u16(), 503);
+
+    // ... then stops with the sends still in flight, within the 10 s.
+    let token = a.access.clone();
+    let started = std::time::Instant::now();
+    let parked = app.park().await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "stopped in {:?}",
+        started.elapsed()
+    );
+    for sender in senders {
+        tokio::time::timeout(std::time::Duration::from_secs(20), sender)
+            .await
+            .expect("senders end")
+            .expect("sender");
+    }
+    while let Some((temp, seq)) = acked_rx.recv().await {
+        acked.insert(temp, seq);
+    }
+
+    // Every acknowledged message is stored, once, where its acknowledgement said; the
+    // sequence has no gap.
+    let server = parked.resume(FAST).await;
+    let http = reqwest::Client::new();
+    let mut stored = Vec::new();
+    let mut since = 0;
+    loop {
+        let page: Value = http
+            .get(format!(
+                "{}/api/v1/messages/{chat}/sync?since={since}",
+                server.base
+            ))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("sync")
+            .json()
+            .await
+            .expect("json");
+        let messages = page["data"].as_array().expect("messages").clone();
+        stored.extend(messages);
+        match page["pagination"]["nextSince"].as_i64() {
+            Some(next) if page["pagination"]["hasMore"] == json!(true) => since = next,
+            _ => break,
+        }
+    }
+    let seqs: Vec<i64> = stored.iter().map(seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=stored.len() as i64).collect::<Vec<_>>(),
+        "gapless"
+    );
+    let by_temp: std::collections::HashMap<&str, i64> = stored
+        .iter()
+        .map(|m| (m["tempMessageId"].as_str().expect("temp id"), seq(m)))
+        .collect();
+    assert_eq!(by_temp.len(), stored.len(), "each send stored once");
+    for (temp, seq) in &acked {
+        assert_eq!(
+            by_temp.get(temp.as_str()),
+            Some(seq),
+            "{temp} was acknowledged"
+        );
+    }
+    server.stop().await;
 }

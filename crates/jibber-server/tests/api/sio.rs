@@ -132,10 +132,18 @@ impl Device {
 
     /// Emits with an acknowledgement and returns the acknowledgement's payload.
     pub async fn call(&self, event: &str, data: Value) -> Value {
+        self.try_call(event, data, WAIT)
+            .await
+            .unwrap_or_else(|| panic!("no acknowledgement of {event} within {WAIT:?}"))
+    }
+
+    /// Like [`Device::call`], but None when the emit fails or no acknowledgement comes within
+    /// `wait` (a connection that is closing).
+    pub async fn try_call(&self, event: &str, data: Value, wait: Duration) -> Option<Value> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let tx = std::sync::Arc::new(std::sync::Mutex::new(Some(tx)));
         self.client
-            .emit_with_ack(event, data, WAIT, move |payload: Payload, _c: Client| {
+            .emit_with_ack(event, data, wait, move |payload: Payload, _c: Client| {
                 let tx = tx.clone();
                 async move {
                     if let Payload::Text(values) = payload
@@ -152,11 +160,8 @@ impl Device {
                 .boxed()
             })
             .await
-            .expect("emit");
-        tokio::time::timeout(WAIT, rx)
-            .await
-            .expect("ack in time")
-            .expect("ack")
+            .ok()?;
+        tokio::time::timeout(wait, rx).await.ok()?.ok()
     }
 
     pub async fn disconnect(self) {
