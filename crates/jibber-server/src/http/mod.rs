@@ -76,7 +76,19 @@ pub fn router(state: AppState, sockets: socketioxide::layer::SocketIoLayer) -> R
             state.clone(),
             context::context,
         ))
-        .layer(sockets);
+        .layer(sockets)
+        // The router put the request's original URI into its extensions, and the Socket.IO
+        // session keeps the extensions of its first request for as long as it lives; that URI
+        // shares hyper's 8 KiB read buffer, which a session then kept alive (most of an idle
+        // connection's memory, BENCHMARKS.md). Nothing on the socket path reads it.
+        .layer(axum::middleware::map_request(
+            |mut req: axum::extract::Request| async move {
+                if req.uri().path().starts_with("/socket.io") {
+                    req.extensions_mut().remove::<axum::extract::OriginalUri>();
+                }
+                req
+            },
+        ));
 
     if !state.settings.cors_origins.is_empty() {
         let origins: Vec<HeaderValue> = state
