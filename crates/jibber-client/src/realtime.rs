@@ -1055,7 +1055,7 @@ async fn connected(
         shared.clone(),
         socket.clone(),
     )));
-    let reason = loop {
+    loop {
         let Some(next) = inbound.recv().await else {
             break "connection ended".to_owned();
         };
@@ -1072,8 +1072,7 @@ async fn connected(
         if let Some(ack) = ack {
             ack.send(&json!({ "ok": true })).await;
         }
-    };
-    reason
+    }
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

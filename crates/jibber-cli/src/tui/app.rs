@@ -774,11 +774,8 @@ fn main_event(main: &mut Main, event: Event) -> Vec<Command> {
                 .get_mut(&d.chat_id)
                 .and_then(|l| l.iter_mut().find(|l| l.message_id == Some(d.message_id)))
             {
-                Some(l) => {
-                    if rank(&l.mark) < rank(&Mark::Delivered) {
-                        l.mark = Mark::Delivered;
-                    }
-                }
+                Some(l) if rank(&l.mark) < rank(&Mark::Delivered) => l.mark = Mark::Delivered,
+                Some(_) => {}
                 // Only a chat on screen can race its own acknowledgement; a chat loaded later
                 // gets its marks from the server. Bounded all the same.
                 None if loaded => {
