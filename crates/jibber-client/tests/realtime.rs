@@ -584,20 +584,26 @@ async fn a_refused_message_fails_with_its_reason_and_retry_sends_it() {
     s.stop().await;
 }
 
-/// A refresh token the server no longer accepts because it expired ends the client with
-/// `SessionExpired` (the server came back with a new signing secret, so the access token is
-/// refused too): not a passing failure to retry forever.
+/// A refresh token the server refuses because it expired (`TOKEN_EXPIRED` from
+/// `/auth/refresh`) ends the client with `SessionExpired`: the access token lives a second, the
+/// refresh token a millisecond, so the first refresh is refused. (The client once took that
+/// code for a passing failure and retried forever.)
 #[tokio::test]
 async fn an_expired_refresh_token_ends_the_session() {
-    let s = TestServer::start(&[("refresh_token_ttl", "1ms")]).await;
+    let s = TestServer::start(&[("access_token_ttl", "1s"), ("refresh_token_ttl", "1ms")]).await;
     let alice = user(&s.base, "alice").await;
+    let refused = jibber_client::login(&s.base, "alice", "pw-alice", &jibber_crypto::test_ksf())
+        .await
+        .expect("login")
+        .refresh()
+        .await
+        .expect_err("the refresh token expired");
+    assert_eq!(refused.code(), Some(jibber_proto::ErrorCode::TokenExpired));
+
     let (client, mut rx) = Client::start(alice, options(Transport::WebSocket))
         .await
         .expect("start");
     let mut seen = Vec::new();
-    until(&mut rx, &mut seen, "online", is_online).await;
-    let secret = jibber_server::auth::tokens::new_jwt_secret();
-    let s = s.park().await.resume(&[("jwt_secret", &secret)]).await;
     until(&mut rx, &mut seen, "session expired", |e| {
         matches!(e, Event::Connection(Connection::SessionExpired)).then_some(())
     })
