@@ -24,6 +24,7 @@ pub enum BenchCommand {
     Ceiling {
         #[command(flatten)]
         relay: RelayArgs,
+        /// Print the report as JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -31,13 +32,16 @@ pub enum BenchCommand {
     Idle {
         #[command(flatten)]
         server: ServerArgs,
+        /// Idle connections to open.
         #[arg(long, default_value_t = 1000)]
         connections: usize,
+        /// Accounts the connections log in as (spread evenly).
         #[arg(long, default_value_t = 100)]
         users: usize,
         /// Connections per local source address (127.0.0.x).
         #[arg(long, default_value_t = 20_000)]
         per_address: usize,
+        /// Seconds to wait after the last connection before measuring memory.
         #[arg(long, default_value_t = 5)]
         settle_seconds: u64,
     },
@@ -45,10 +49,13 @@ pub enum BenchCommand {
     Storm {
         #[command(flatten)]
         server: ServerArgs,
+        /// Clients that drop and reconnect together.
         #[arg(long, default_value_t = 1000)]
         clients: usize,
+        /// Accounts the clients log in as (spread evenly).
         #[arg(long, default_value_t = 1000)]
         users: usize,
+        /// Connections per local source address (127.0.0.x).
         #[arg(long, default_value_t = 20_000)]
         per_address: usize,
     },
@@ -57,16 +64,19 @@ pub enum BenchCommand {
     Soak {
         #[command(flatten)]
         server: ServerArgs,
+        /// Sender and receiver pairs.
         #[arg(long, default_value_t = 50)]
         pairs: usize,
         /// Offered messages per second over all senders.
         #[arg(long, default_value_t = 500)]
         rate: u64,
+        /// Length of the run, in minutes.
         #[arg(long, default_value_t = 30.0)]
         minutes: f64,
         /// Minutes at the start left out of the flatness check.
         #[arg(long, default_value_t = 5.0)]
         warmup_minutes: f64,
+        /// Seconds between two samples of the server's memory.
         #[arg(long, default_value_t = 10.0)]
         sample_seconds: f64,
         /// Ciphertext bytes per message.
@@ -110,11 +120,13 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
 
 #[derive(Args, Debug, Clone)]
 pub struct RelayArgs {
+    /// Sender and receiver pairs (each pair shares a chat).
     #[arg(long, default_value_t = 50)]
     pub pairs: usize,
     /// Measured seconds.
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
+    /// Seconds of load before the measurement starts.
     #[arg(long, default_value_t = 2.0)]
     pub warmup: f64,
     /// Sends in flight per sender (closed loop).

@@ -208,7 +208,10 @@ fn main() -> anyhow::Result<()> {
             let setup = jibber_cli::tui::Setup {
                 server: args.server,
                 username: args.username,
-                transport: args.transport,
+                options: jibber_client::realtime::Options {
+                    transport: args.transport,
+                    ..Default::default()
+                },
                 data_dir: args.client_dir.or_else(client_dir),
                 ksf: client::ksf,
             };
@@ -307,4 +310,64 @@ async fn list_users(settings: Settings) -> anyhow::Result<()> {
     println!("{total} account(s)");
     store.close().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Every subcommand (path from the top) with the command itself.
+    fn commands(
+        cmd: &clap::Command,
+        path: Vec<String>,
+        out: &mut Vec<(Vec<String>, clap::Command)>,
+    ) {
+        out.push((path.clone(), cmd.clone()));
+        // (clap's generated `help` subcommand is its own business.)
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            let mut p = path.clone();
+            p.push(sub.get_name().to_owned());
+            commands(sub, p, out);
+        }
+    }
+
+    /// `--help` everywhere: clap's consistency checks pass, every subcommand and every argument
+    /// says what it is for, and `--help` prints it at every level.
+    #[test]
+    fn every_command_and_argument_has_help() {
+        Cli::command().debug_assert();
+        let mut cli = Cli::command();
+        cli.build();
+        let mut all = Vec::new();
+        commands(&cli, Vec::new(), &mut all);
+        assert!(all.len() > 15, "the subcommands were found: {}", all.len());
+        let mut missing = Vec::new();
+        for (path, cmd) in &all {
+            let name = format!("jibber {}", path.join(" "));
+            if cmd.get_about().is_none() {
+                missing.push(name.clone());
+            }
+            for arg in cmd.get_arguments() {
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{name}: {}", arg.get_id()));
+                }
+            }
+            let mut argv = vec!["jibber".to_owned()];
+            argv.extend(path.iter().cloned());
+            argv.push("--help".to_owned());
+            let shown = Cli::command()
+                .try_get_matches_from(&argv)
+                .map(|_| ())
+                .expect_err("--help stops with the help text");
+            assert_eq!(shown.kind(), clap::error::ErrorKind::DisplayHelp, "{name}");
+            let text = shown.to_string();
+            assert!(text.contains("Usage:"), "{name}: {text}");
+            if let Some(about) = cmd.get_about() {
+                assert!(text.contains(&about.to_string()), "{name}: {text}");
+            }
+        }
+        assert!(missing.is_empty(), "without help text: {missing:#?}");
+    }
 }

@@ -1,5 +1,5 @@
 //! The client commands as scripts use them, against a real `jibber serve`: `seed` (twice),
-//! `tail` and `send`, `register`, and the exit codes.
+//! `tail` (JSON and plain lines) and `send`, `register`, and the exit codes.
 
 mod common;
 
@@ -76,6 +76,34 @@ fn seed_twice_then_tail_and_send_with_trustworthy_exit_codes() {
             .iter()
             .any(|m| m["text"] == "Lunch tomorrow at noon?" && m["from"] == "bob")
     );
+    // Without --json: one plain line per message, `from: text`, the same nine.
+    let plain = run(
+        &[
+            "tail",
+            "-u",
+            "tini",
+            "--from-start",
+            "--count",
+            "9",
+            "--timeout",
+            "30",
+        ],
+        &base,
+        "password123",
+    );
+    assert!(plain.status.success(), "{}", text(&plain.stderr));
+    let mut printed: Vec<String> = text(&plain.stdout).lines().map(str::to_owned).collect();
+    let mut expected: Vec<String> = shown
+        .iter()
+        .map(|m| {
+            let field = |k: &str| m[k].as_str().expect("a string").to_owned();
+            format!("{}: {}", field("from"), field("text"))
+        })
+        .collect();
+    printed.sort();
+    expected.sort();
+    assert_eq!(printed, expected);
+    assert!(printed.contains(&"bob: Lunch tomorrow at noon?".to_owned()));
 
     // Bob tails; alice sends; bob's tail prints the message and exits after one.
     let mut tail = jibber()

@@ -19,6 +19,7 @@ pub mod realtime;
 pub mod sio;
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use jibber_crypto::opaque_ke::{
@@ -303,6 +304,7 @@ async fn login_with_export_key(
             refresh: tokens.refresh_token,
         }),
         refreshing: tokio::sync::Mutex::new(()),
+        refresh_ahead: AtomicBool::new(true),
     };
     Ok((session, export_key))
 }
@@ -323,6 +325,8 @@ pub struct Session {
     tokens: Mutex<Tokens>,
     /// One refresh at a time: the server revokes a refresh token's family on reuse.
     refreshing: tokio::sync::Mutex<()>,
+    /// Refresh before the access token expires (see [`Session::set_refresh_ahead`]).
+    refresh_ahead: AtomicBool,
 }
 
 impl std::fmt::Debug for Session {
@@ -367,9 +371,23 @@ impl Session {
         self.tokens().refresh.clone()
     }
 
-    /// An access token that is not yet due for refresh (refreshing first if it is).
+    /// Whether the access token is refreshed before it expires (on by default). Off, it is
+    /// refreshed only when the server answers that it expired (`TOKEN_EXPIRED` on a REST call or
+    /// a refused socket handshake): for a client whose clock cannot be trusted (a machine that
+    /// slept keeps a monotonic clock that did not), and for tests of that path.
+    pub fn set_refresh_ahead(&self, on: bool) {
+        self.refresh_ahead.store(on, Ordering::Relaxed);
+    }
+
+    /// See [`Session::set_refresh_ahead`].
+    pub fn refreshes_ahead(&self) -> bool {
+        self.refresh_ahead.load(Ordering::Relaxed)
+    }
+
+    /// An access token that is not yet due for refresh (refreshing first if it is; with
+    /// [`Session::set_refresh_ahead`] off, the current one as it is).
     pub async fn access_token(&self) -> Result<String, ClientError> {
-        if !self.refresh_due_in().is_zero() {
+        if !self.refreshes_ahead() || !self.refresh_due_in().is_zero() {
             return Ok(self.tokens().access.clone());
         }
         self.refresh().await
@@ -670,6 +688,7 @@ impl Session {
         fresh.user = fresh
             .request(Method::PUT, "/users/me/keys", Some(&body))
             .await?;
+        fresh.set_refresh_ahead(self.refreshes_ahead());
         *self = fresh;
         Ok(())
     }

@@ -5,13 +5,15 @@
 //!
 //! The same file keeps the client's change-feed cursor (`/sync`) and, per chat, the last
 //! sequence handed to the application, so a restarted client catches up from where it stopped
-//! and does not show a chat again.
+//! and does not show a chat again; and the contacts' trusted public keys, so a key change between
+//! two runs is noticed and messages sealed before a contact's rotation still verify.
 
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use jibber_proto::ErrorCode;
+use jibber_proto::api::PublicUser;
+use jibber_proto::{B64, ErrorCode};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, Row, SqlitePool};
 use uuid::Uuid;
@@ -31,6 +33,14 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE TABLE IF NOT EXISTS state (
     key TEXT PRIMARY KEY,
     value INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS peer_keys (
+    position INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id TEXT NOT NULL,
+    id_key TEXT NOT NULL,
+    signing_key TEXT NOT NULL,
+    profile TEXT NOT NULL,
+    UNIQUE (user_id, id_key, signing_key)
 );";
 
 /// One unsent message.
@@ -276,6 +286,53 @@ impl Outbox {
         .await
         .map_err(storage)?;
         Ok(())
+    }
+
+    /// Records a contact's public keys as their current trusted pair (trust on first use,
+    /// docs/crypto.md §7.2); pairs trusted before stay, older.
+    pub async fn trust_peer(&self, peer: &PublicUser) -> Result<(), ClientError> {
+        let profile = serde_json::to_string(peer)
+            .map_err(|e| ClientError::Storage(format!("peer keys: {e}")))?;
+        let mut tx = self.pool.begin().await.map_err(storage)?;
+        let keys = (
+            peer.id.to_string(),
+            B64::encode(peer.public_id_key.as_bytes()),
+            B64::encode(peer.public_signing_key.as_bytes()),
+        );
+        // Deleted and inserted again: the newest position is the current pair.
+        sqlx::query("DELETE FROM peer_keys WHERE user_id = ? AND id_key = ? AND signing_key = ?")
+            .bind(&keys.0)
+            .bind(&keys.1)
+            .bind(&keys.2)
+            .execute(&mut *tx)
+            .await
+            .map_err(storage)?;
+        sqlx::query(
+            "INSERT INTO peer_keys (user_id, id_key, signing_key, profile) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&keys.0)
+        .bind(&keys.1)
+        .bind(&keys.2)
+        .bind(profile)
+        .execute(&mut *tx)
+        .await
+        .map_err(storage)?;
+        tx.commit().await.map_err(storage)
+    }
+
+    /// Every trusted key pair of every contact, newest first (so a contact's current pair comes
+    /// before the ones it replaced).
+    pub async fn trusted_peers(&self) -> Result<Vec<PublicUser>, ClientError> {
+        let rows = sqlx::query("SELECT profile FROM peer_keys ORDER BY position DESC")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(storage)?;
+        rows.into_iter()
+            .map(|r| {
+                serde_json::from_str(r.get::<&str, _>("profile"))
+                    .map_err(|e| ClientError::Storage(format!("peer keys: {e}")))
+            })
+            .collect()
     }
 
     /// Closes the file (waits for the connection to finish).

@@ -6,7 +6,8 @@
 //!   `min(backoff_max, backoff_min · 2^attempt)`; 1 s to 30 s by default). The access token is
 //!   refreshed before it expires and handed to the live socket (`refreshToken`); a refused
 //!   handshake with an expired token refreshes and retries at once. Only a refresh token the
-//!   server no longer accepts ends the client ([`Connection::SessionExpired`]).
+//!   server no longer accepts (unknown, revoked or expired) ends the client
+//!   ([`Connection::SessionExpired`]). [`Client::reconnect_now`] cuts a backoff short.
 //! - **Sending.** [`Client::send`] seals the text and commits it to the [`Outbox`] before it
 //!   returns; a sender task sends the outbox in order whenever the socket is up, and removes an
 //!   entry only when the server acknowledged it (after the server's commit). A lost
@@ -20,6 +21,10 @@
 //!   (live) or marked delivered over REST (caught up), which the sender sees as `Delivered`.
 //! - **Cache.** Chats and peers' public keys are cached; the server stays the source of truth
 //!   ([`Client::chats`] asks it whenever it is reachable).
+//! - **Trusted keys.** A contact's keys are trusted when first seen (docs/crypto.md §7.2) and
+//!   kept in the outbox file: a directory entry with other keys (from a chat, a profile, or the
+//!   re-read after `KEY_MISMATCH`), in this run or a later one, raises [`Event::KeyChanged`];
+//!   the earlier pairs stay trusted, so messages sealed before a rotation still verify.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -153,8 +158,9 @@ pub enum Event {
     NewChat(Box<Chat>),
     /// The server refused an event (also answered to the request that caused it).
     Error(EventError),
-    /// A peer's public keys are not the ones this client knew: their safety number changed.
-    /// (A new device set-up or a key rotation, or someone in the middle: compare it again.)
+    /// A peer's public keys are not the ones this client trusted (in this run or, with an
+    /// outbox file, an earlier one): their safety number changed. (A key rotation, or someone in
+    /// the middle: compare it again.)
     KeyChanged {
         user: Uuid,
     },
@@ -168,15 +174,32 @@ struct Track {
     own: BTreeMap<i64, Uuid>,
 }
 
+/// What learning a contact's directory entry changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Learned {
+    /// The keys are the current trusted pair already.
+    Unchanged,
+    /// The first keys seen for this contact (trust on first use).
+    FirstSeen,
+    /// Other keys than the current trusted pair: the safety number changed.
+    Changed,
+}
+
 impl Cache {
-    fn remember_peer(&mut self, p: &PublicUser) {
+    fn remember_peer(&mut self, p: &PublicUser) -> Learned {
         let known = self.known_keys.entry(p.id).or_default();
         let same = |k: &PublicUser| {
             k.public_id_key == p.public_id_key && k.public_signing_key == p.public_signing_key
         };
+        let learned = match known.first() {
+            None => Learned::FirstSeen,
+            Some(current) if same(current) => Learned::Unchanged,
+            Some(_) => Learned::Changed,
+        };
         known.retain(|k| !same(k));
         known.insert(0, p.clone());
         self.peers.insert(p.id, p.clone());
+        learned
     }
 }
 
@@ -209,6 +232,8 @@ struct Shared {
     socket: Mutex<Option<Socket>>,
     /// Wakes the sender task (new outbox entry, retry, new connection).
     wake: Notify,
+    /// Cuts the wait before the next connection attempt short ([`Client::reconnect_now`]).
+    reconnect: Notify,
     stop: watch::Sender<bool>,
     /// The connection loop's task ([`Client::shutdown`] ends it).
     runner: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -250,14 +275,29 @@ impl Shared {
             return Ok(p.clone());
         }
         let p = self.session.user_profile(id).await?;
-        self.cache().remember_peer(&p);
+        self.learn_peer(&p).await;
         Ok(p)
     }
 
-    fn remember_chat(&self, chat: &Chat) {
-        let mut cache = self.cache();
-        cache.remember_peer(&chat.other_user);
-        cache.chats.insert(chat.id, chat.clone());
+    /// A contact's directory entry arrived (a chat, or their profile): their keys are compared
+    /// with the trusted ones (kept in the outbox file across runs); new trusted keys are saved,
+    /// and a change is told to the application.
+    async fn learn_peer(&self, p: &PublicUser) {
+        let learned = self.cache().remember_peer(p);
+        if learned == Learned::Unchanged {
+            return;
+        }
+        if let Err(e) = self.outbox.trust_peer(p).await {
+            tracing::warn!(error = %e, "cannot save a contact's keys");
+        }
+        if learned == Learned::Changed {
+            self.emit(Event::KeyChanged { user: p.id }).await;
+        }
+    }
+
+    async fn remember_chat(&self, chat: &Chat) {
+        self.cache().chats.insert(chat.id, chat.clone());
+        self.learn_peer(&chat.other_user).await;
     }
 
     /// The peer's key sets this client knows, current first.
@@ -277,7 +317,7 @@ impl Shared {
             None => {
                 let chats = self.session.chats_all().await?;
                 for c in &chats {
-                    self.remember_chat(c);
+                    self.remember_chat(c).await;
                 }
                 let id = chats
                     .iter()
@@ -303,21 +343,13 @@ impl Shared {
             Err(e) => return Err(e.to_string()),
         };
         match first {
+            // The keys may have changed: read them again (a change is told to the application).
             Err(ClientError::Crypto { source }) if source.code() == "KEY_MISMATCH" => {
-                let before = self.cache().peers.get(&peer_id).cloned();
                 match self.peer(peer_id, true).await {
-                    Ok(peer) => {
-                        let changed = before.is_some_and(|b| {
-                            b.public_id_key != peer.public_id_key
-                                || b.public_signing_key != peer.public_signing_key
-                        });
-                        if changed {
-                            self.emit(Event::KeyChanged { user: peer_id }).await;
-                        }
-                        self.session
-                            .decrypt_known(m, &self.known_keys(peer.id))
-                            .map_err(|e| e.to_string())
-                    }
+                    Ok(peer) => self
+                        .session
+                        .decrypt_known(m, &self.known_keys(peer.id))
+                        .map_err(|e| e.to_string()),
                     Err(e) => Err(e.to_string()),
                 }
             }
@@ -444,7 +476,7 @@ impl Shared {
             for change in page.changes {
                 match change {
                     Change::Chat { chat, .. } => {
-                        self.remember_chat(&chat);
+                        self.remember_chat(&chat).await;
                         if !quiet {
                             self.emit(Event::NewChat(chat)).await;
                         }
@@ -633,9 +665,14 @@ impl Client {
             cache: Mutex::default(),
             socket: Mutex::default(),
             wake: Notify::new(),
+            reconnect: Notify::new(),
             stop,
             runner: Mutex::default(),
         });
+        // The contacts' keys trusted in earlier runs (newest first: the current pair first).
+        for p in shared.outbox.trusted_peers().await? {
+            shared.cache().known_keys.entry(p.id).or_default().push(p);
+        }
         // Each chat goes on from where an earlier run handed it to the application.
         for (chat, applied) in shared.outbox.applied().await? {
             shared.cache().tracks.entry(chat).or_default().applied = applied;
@@ -693,8 +730,35 @@ impl Client {
         Ok(temp_id)
     }
 
-    /// Puts a failed message back in line.
+    /// Cuts the wait before the next connection attempt short: when offline, reconnects now
+    /// instead of at the end of the backoff (a user's "retry now"). Does nothing while
+    /// connected; during a connection attempt, the next attempt (should this one fail) starts
+    /// at once.
+    pub fn reconnect_now(&self) {
+        self.shared.reconnect.notify_one();
+    }
+
+    /// Puts a failed message back in line (its state goes back to `Sending` first); false
+    /// when no failed message has this `tempMessageId`.
     pub async fn retry(&self, temp_id: &str) -> Result<bool, ClientError> {
+        let failed = self
+            .shared
+            .outbox
+            .entries()
+            .await?
+            .into_iter()
+            .find(|e| e.temp_id == temp_id && e.failed.is_some());
+        let Some(entry) = failed else {
+            return Ok(false);
+        };
+        // Told before the entry is back in line: its `Sent` can only come after.
+        self.shared
+            .emit(Event::State {
+                chat_id: entry.chat_id,
+                temp_id: entry.temp_id,
+                state: MessageState::Sending,
+            })
+            .await;
         let again = self.shared.outbox.retry(temp_id).await?;
         if again {
             self.shared.wake.notify_one();
@@ -710,7 +774,7 @@ impl Client {
     /// The chat with `user` (created if absent).
     pub async fn open_chat(&self, user: Uuid) -> Result<Chat, ClientError> {
         let chat = self.shared.session.open_chat(user).await?;
-        self.shared.remember_chat(&chat);
+        self.shared.remember_chat(&chat).await;
         Ok(chat)
     }
 
@@ -719,7 +783,7 @@ impl Client {
         match self.shared.session.chats_all().await {
             Ok(chats) => {
                 for c in &chats {
-                    self.shared.remember_chat(c);
+                    self.shared.remember_chat(c).await;
                 }
                 Ok(chats)
             }
@@ -877,6 +941,9 @@ async fn run(shared: Arc<Shared>) {
         let reason = match connect(&shared).await {
             Ok((socket, inbound)) => {
                 attempt = 0;
+                // A "retry now" from before this connection is spent: it does not cut the wait
+                // after a later loss short.
+                let _ = futures_util::FutureExt::now_or_never(shared.reconnect.notified());
                 let quiet = first
                     && shared.options.catch_up == CatchUp::FromNow
                     && shared.outbox.cursor().await.unwrap_or(0) == 0;
@@ -914,6 +981,7 @@ async fn run(shared: Arc<Shared>) {
             .await;
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
+            _ = shared.reconnect.notified() => {}
             _ = stop.changed() => return,
         }
     }
@@ -924,10 +992,12 @@ enum Stop {
     Retry(String),
 }
 
+/// Whether a failed token refresh means the session is over (the refresh token is unknown,
+/// revoked or expired), rather than a server or network problem that passes.
 fn session_gone(e: &ClientError) -> bool {
     matches!(
         e.code(),
-        Some(ErrorCode::InvalidToken | ErrorCode::Unauthenticated)
+        Some(ErrorCode::InvalidToken | ErrorCode::Unauthenticated | ErrorCode::TokenExpired)
     )
 }
 
@@ -985,7 +1055,7 @@ async fn connected(
         shared.clone(),
         socket.clone(),
     )));
-    let reason = loop {
+    loop {
         let Some(next) = inbound.recv().await else {
             break "connection ended".to_owned();
         };
@@ -1002,8 +1072,7 @@ async fn connected(
         if let Some(ack) = ack {
             ack.send(&json!({ "ok": true })).await;
         }
-    };
-    reason
+    }
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -1057,7 +1126,7 @@ async fn handle(shared: &Shared, name: &str, data: serde_json::Value) -> Result<
         events::USER_TYPING => shared.emit(Event::Typing(decode(name, data)?)).await,
         events::NEW_CONVERSATION => {
             let chat: Chat = decode(name, data)?;
-            shared.remember_chat(&chat);
+            shared.remember_chat(&chat).await;
             shared.emit(Event::NewChat(Box::new(chat))).await;
         }
         events::ONLINE_USERS => {
@@ -1102,9 +1171,14 @@ async fn handle(shared: &Shared, name: &str, data: serde_json::Value) -> Result<
     Ok(Flow::Continue)
 }
 
-/// Refreshes the access token before it runs out and hands it to the live socket.
+/// Refreshes the access token before it runs out and hands it to the live socket (unless the
+/// session refreshes only when told it expired: then the server ends the socket at expiry and
+/// the next handshake, refused, refreshes).
 async fn keep_authorised(shared: Arc<Shared>, socket: Socket) {
     loop {
+        if !shared.session.refreshes_ahead() {
+            return;
+        }
         tokio::time::sleep(shared.session.refresh_due_in()).await;
         let token = match shared.session.refresh().await {
             Ok(t) => t,

@@ -1,13 +1,14 @@
 //! The resilient SDK client against the real server: two clients chat over each transport
 //! (messages, delivered and read marks, typing, presence, in-band token refresh); the outbox
 //! survives a crash without duplicates; an offline client catches up in order; clients ride
-//! out a server restart.
+//! out a server restart; a handshake refused for an expired token refreshes; "reconnect now"
+//! cuts the backoff; a refused message fails with its reason and `retry` sends it.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{is_online, is_sent, options, session, text_of, until, user};
+use common::{is_online, is_sent, options, session, text_of, until, until_expired, user};
 use jibber_client::Session;
 use jibber_client::realtime::{Client, Connection, Event, MessageState, Options, Presence};
 use jibber_client::sio::Transport;
@@ -429,5 +430,252 @@ async fn dropping_every_handle_of_a_socket_closes_the_connection() {
             "{transport:?}: still open 10 s after the last handle went"
         );
     }
+    s.stop().await;
+}
+
+/// With refresh ahead off, the client connects with the token it has; the server refuses the
+/// handshake ("Token expired"): the client refreshes and connects at once, without a backoff.
+#[tokio::test]
+async fn a_handshake_refused_for_an_expired_token_refreshes_and_connects() {
+    let s = TestServer::start(&[("access_token_ttl", "1s")]).await;
+    let alice = user(&s.base, "alice").await;
+    alice.set_refresh_ahead(false);
+    let stale = alice.access_token().await.expect("the current token");
+    until_expired(&s, &stale).await;
+    let before = alice.refresh_token();
+
+    let (client, mut rx) = Client::start(alice, options(Transport::WebSocket))
+        .await
+        .expect("start");
+    let mut seen = Vec::new();
+    until(&mut rx, &mut seen, "online", is_online).await;
+    assert!(
+        matches!(
+            seen[..],
+            [
+                Event::Connection(Connection::Connecting { attempt: 0 }),
+                Event::Connection(Connection::Online)
+            ]
+        ),
+        "connected on the first attempt, never offline: {seen:#?}"
+    );
+    assert_ne!(
+        client.session().refresh_token(),
+        before,
+        "the refused handshake made it refresh"
+    );
+    client.shutdown().await;
+    s.stop().await;
+}
+
+/// Offline with a long backoff ahead, `reconnect_now` connects at once (the terminal client's
+/// "Ctrl-R: retry now").
+#[tokio::test]
+async fn reconnect_now_cuts_the_backoff_short() {
+    let s = TestServer::start(&[]).await;
+    let alice = user(&s.base, "alice").await;
+    let hour = Duration::from_secs(3600);
+    let slow = Options {
+        backoff_min: hour,
+        backoff_max: hour,
+        ..options(Transport::WebSocket)
+    };
+    let (client, mut rx) = Client::start(alice, slow).await.expect("start");
+    let mut seen = Vec::new();
+    until(&mut rx, &mut seen, "online", is_online).await;
+
+    let parked = s.park().await;
+    let retry_in = until(&mut rx, &mut seen, "offline", |e| match e {
+        Event::Connection(Connection::Offline { retry_in, .. }) => Some(*retry_in),
+        _ => None,
+    })
+    .await;
+    assert_eq!(retry_in, hour, "the next attempt is an hour away");
+    let s = parked.resume(&[]).await;
+    client.reconnect_now();
+    until(
+        &mut rx,
+        &mut seen,
+        "online again, long before the hour",
+        is_online,
+    )
+    .await;
+    client.shutdown().await;
+    s.stop().await;
+}
+
+/// A message the server refuses for good (too large) is `Failed` with the code and reason,
+/// stays in the outbox without holding up the next ones, and goes out on `retry` once the
+/// server accepts it (its limit raised).
+#[tokio::test]
+async fn a_refused_message_fails_with_its_reason_and_retry_sends_it() {
+    use jibber_proto::ErrorCode;
+    let s = TestServer::start(&[("max_message_bytes", "1024")]).await;
+    let (alice_session, bob_session, chat) = alice_and_bob(&s).await;
+    let (alice, mut a_rx) = Client::start(alice_session, options(Transport::WebSocket))
+        .await
+        .expect("alice");
+    let (bob, mut b_rx) = Client::start(bob_session, options(Transport::WebSocket))
+        .await
+        .expect("bob");
+    let (mut a_seen, mut b_seen) = (Vec::new(), Vec::new());
+    until(&mut a_rx, &mut a_seen, "alice online", is_online).await;
+    until(&mut b_rx, &mut b_seen, "bob online", is_online).await;
+
+    let long = "a message longer than the server takes. ".repeat(30);
+    let temp = alice.send(chat, &long).await.expect("queued");
+    let (code, reason) = until(&mut a_rx, &mut a_seen, "failed", |e| match e {
+        Event::State {
+            temp_id,
+            state: MessageState::Failed { code, reason },
+            ..
+        } if *temp_id == temp => Some((*code, reason.clone())),
+        _ => None,
+    })
+    .await;
+    assert_eq!(code, ErrorCode::PayloadTooLarge);
+    assert!(reason.contains("1024 bytes"), "{reason}");
+    let unsent = alice.unsent().await.expect("unsent");
+    assert_eq!(unsent.len(), 1);
+    assert_eq!(unsent[0].temp_id, temp);
+    assert_eq!(unsent[0].failed, Some((code, reason)));
+    // The failed message does not hold up the next one.
+    alice.send(chat, "short").await.expect("queued");
+    let (_, seq, text) = until(&mut b_rx, &mut b_seen, "short", text_of).await;
+    assert_eq!((seq, text.as_str()), (1, "short"));
+
+    // The operator raises the limit; the clients reconnect to the restarted server.
+    let parked = s.park().await;
+    let offline =
+        |e: &Event| matches!(e, Event::Connection(Connection::Offline { .. })).then_some(());
+    until(&mut a_rx, &mut a_seen, "alice offline", offline).await;
+    let s = parked.resume(&[]).await;
+    until(&mut a_rx, &mut a_seen, "alice online again", is_online).await;
+    assert!(alice.retry(&temp).await.expect("retry"), "it was failed");
+    assert!(
+        !alice.retry(&temp).await.expect("retry again"),
+        "no longer failed"
+    );
+    let sequence = until(&mut a_rx, &mut a_seen, "sent after retry", |e| match e {
+        Event::State {
+            temp_id,
+            state: MessageState::Sent { sequence, .. },
+            ..
+        } if *temp_id == temp => Some(*sequence),
+        _ => None,
+    })
+    .await;
+    assert_eq!(sequence, 2);
+    let back_in_line = a_seen.iter().rposition(|e| {
+        matches!(e, Event::State { temp_id, state: MessageState::Sending, .. } if *temp_id == temp)
+    });
+    let failed_at = a_seen.iter().position(|e| {
+        matches!(e, Event::State { temp_id, state: MessageState::Failed { .. }, .. } if *temp_id == temp)
+    });
+    assert!(
+        back_in_line > failed_at,
+        "the retried message showed as sending again: {a_seen:#?}"
+    );
+    let (_, seq, text) = until(&mut b_rx, &mut b_seen, "the retried message", text_of).await;
+    assert_eq!((seq, text), (2, long));
+    assert!(alice.unsent().await.expect("unsent").is_empty());
+    alice.shutdown().await;
+    bob.shutdown().await;
+    s.stop().await;
+}
+
+/// A refresh token the server refuses because it expired (`TOKEN_EXPIRED` from
+/// `/auth/refresh`) ends the client with `SessionExpired`: the access token lives a second, the
+/// refresh token a millisecond, so the first refresh is refused. (The client once took that
+/// code for a passing failure and retried forever.)
+#[tokio::test]
+async fn an_expired_refresh_token_ends_the_session() {
+    let s = TestServer::start(&[("access_token_ttl", "1s"), ("refresh_token_ttl", "1ms")]).await;
+    let alice = user(&s.base, "alice").await;
+    let refused = jibber_client::login(&s.base, "alice", "pw-alice", &jibber_crypto::test_ksf())
+        .await
+        .expect("login")
+        .refresh()
+        .await
+        .expect_err("the refresh token expired");
+    assert_eq!(refused.code(), Some(jibber_proto::ErrorCode::TokenExpired));
+
+    let (client, mut rx) = Client::start(alice, options(Transport::WebSocket))
+        .await
+        .expect("start");
+    let mut seen = Vec::new();
+    until(&mut rx, &mut seen, "session expired", |e| {
+        matches!(e, Event::Connection(Connection::SessionExpired)).then_some(())
+    })
+    .await;
+    assert!(!client.is_online());
+    client.shutdown().await;
+    s.stop().await;
+}
+
+/// The keys alice's client trusts for bob are kept in its outbox file: bob rotates while her
+/// client is stopped, and the restarted client still warns (a client that only remembered them
+/// in memory would take the new keys for first-seen ones); his message from before the rotation
+/// still verifies after the restart.
+#[tokio::test]
+async fn a_key_change_between_two_runs_is_still_announced() {
+    let s = TestServer::start(&[]).await;
+    let alice_session = user(&s.base, "alice").await;
+    let mut bob = user(&s.base, "bob").await;
+    let bob_id = bob.user().id;
+    let chat = alice_session.open_chat(bob_id).await.expect("chat").id;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let on_disk = Options {
+        outbox: Some(dir.path().join("alice.outbox")),
+        ..options(Transport::WebSocket)
+    };
+
+    let (alice, mut a_rx) = Client::start(alice_session, on_disk.clone())
+        .await
+        .expect("alice");
+    let mut seen = Vec::new();
+    until(&mut a_rx, &mut seen, "alice online", is_online).await;
+    let alice_id = alice.me();
+    let alice_public = bob.user_profile(alice_id).await.expect("profile");
+    bob.send_text(chat, &alice_public, "before rotation", "p-1")
+        .await
+        .expect("send");
+    until(&mut a_rx, &mut seen, "first message", text_of).await;
+    alice.shutdown().await;
+
+    bob.rotate_keys("pw-bob", &jibber_crypto::test_ksf())
+        .await
+        .expect("rotate");
+    let (alice, mut a_rx) = Client::start(session(&s.base, "alice").await, on_disk)
+        .await
+        .expect("alice again");
+    let mut seen = Vec::new();
+    until(&mut a_rx, &mut seen, "alice online again", is_online).await;
+    bob.send_text(chat, &alice_public, "after rotation", "p-2")
+        .await
+        .expect("send with the new keys");
+    until(&mut a_rx, &mut seen, "key change warning", |e| {
+        matches!(e, Event::KeyChanged { user } if *user == bob_id).then_some(())
+    })
+    .await;
+    let (_, seq, text) = until(&mut a_rx, &mut seen, "second message", text_of).await;
+    assert_eq!((seq, text.as_str()), (2, "after rotation"));
+    let texts: Vec<String> = alice
+        .history(chat, None, 10)
+        .await
+        .expect("history")
+        .into_iter()
+        .map(|r| r.text.expect("decrypts"))
+        .collect();
+    assert_eq!(texts, ["before rotation", "after rotation"]);
+    // Told once: the chat list, read again, brings the same (now trusted) keys.
+    alice.chats().await.expect("chats");
+    while let Ok(e) = a_rx.try_recv() {
+        assert!(
+            !matches!(e, Event::KeyChanged { .. }),
+            "the new keys are trusted now"
+        );
+    }
+    alice.shutdown().await;
     s.stop().await;
 }

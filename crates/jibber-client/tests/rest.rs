@@ -1,5 +1,7 @@
 //! The SDK against the real server: sign-up, login with the key bundle, encrypted messages,
-//! token refresh.
+//! token refresh (ahead of expiry, and on a `TOKEN_EXPIRED` answer).
+
+mod common;
 
 use jibber_client::{ClientError, Session, login, register};
 use jibber_proto::ErrorCode;
@@ -116,5 +118,39 @@ async fn tokens_refresh_before_they_expire_and_logout_revokes() {
     tokio::time::sleep(dave.refresh_due_in()).await;
     let err = dave.me().await.expect_err("logged out");
     assert_eq!(err.code(), Some(ErrorCode::InvalidToken), "{err}");
+    s.stop().await;
+}
+
+/// With refresh ahead off, the access token is used until the server calls it expired: the call
+/// answered `TOKEN_EXPIRED` makes the SDK refresh once and repeat it, and the caller sees only
+/// the answer.
+#[tokio::test]
+async fn a_call_answered_token_expired_refreshes_and_is_repeated() {
+    let s = TestServer::start(&[("access_token_ttl", "1s")]).await;
+    let erin = user(&s, "erin").await;
+    erin.set_refresh_ahead(false);
+    let stale = erin.access_token().await.expect("the current token");
+    common::until_expired(&s, &stale).await;
+
+    // The server refuses that token as it is...
+    let refused = reqwest::Client::new()
+        .get(format!("{}/api/v1/users/me", s.base))
+        .bearer_auth(&stale)
+        .send()
+        .await
+        .expect("GET /users/me");
+    assert_eq!(refused.status(), 401);
+    let body: serde_json::Value = refused.json().await.expect("error envelope");
+    assert_eq!(body["error"]["code"], "TOKEN_EXPIRED", "{body}");
+    // ...and the SDK, holding it, still answers the call: refreshed, then repeated.
+    let before = erin.refresh_token();
+    assert_eq!(erin.me().await.expect("me").username, "erin");
+    assert_ne!(erin.refresh_token(), before, "the refresh token was spent");
+    let fresh = erin.access_token().await.expect("the new token");
+    assert_ne!(fresh, stale);
+    s.state
+        .tokens
+        .verify(&fresh)
+        .expect("the new token is valid");
     s.stop().await;
 }

@@ -40,6 +40,10 @@ pub enum Command {
     Search(String),
     StartChat(Uuid),
     Refresh,
+    /// Offline: reconnect now instead of at the end of the backoff.
+    ReconnectNow,
+    /// The session expired: stop the client (the login form is back).
+    SignOut,
     Quit,
 }
 
@@ -130,6 +134,8 @@ pub enum Overlay {
 }
 
 pub struct Main {
+    /// The server logged into (the login form offers it again if the session expires).
+    pub server: String,
     pub me: Me,
     pub chats: Vec<Chat>,
     pub chats_loaded: bool,
@@ -205,8 +211,9 @@ impl App {
     /// A command finished.
     pub fn done(&mut self, done: Done) -> Vec<Command> {
         match (&mut self.screen, done) {
-            (Screen::Login(_), Done::LoggedIn(me)) => {
+            (Screen::Login(form), Done::LoggedIn(me)) => {
                 self.screen = Screen::Main(Box::new(Main {
+                    server: form.server.trim().to_owned(),
                     me: *me,
                     chats: Vec::new(),
                     chats_loaded: false,
@@ -245,9 +252,26 @@ impl App {
         let Screen::Main(main) = &mut self.screen else {
             return vec![];
         };
+        if matches!(event, Event::Connection(Connection::SessionExpired)) {
+            // The server no longer accepts this session: log in again right here (unsent
+            // messages wait in the outbox of the account on disk).
+            self.screen = Screen::Login(LoginForm {
+                server: main.server.clone(),
+                username: main.me.username.clone(),
+                password: String::new(),
+                focus: Field::Password,
+                signup: false,
+                busy: false,
+                error: Some(SESSION_EXPIRED.to_owned()),
+            });
+            return vec![Command::SignOut];
+        }
         main_event(main, event)
     }
 }
+
+/// What the login form says when a session ended.
+pub const SESSION_EXPIRED: &str = "Your session expired: log in again.";
 
 fn login_key(form: &mut LoginForm, key: KeyEvent) -> Vec<Command> {
     if form.busy {
@@ -419,7 +443,11 @@ fn main_key(main: &mut Main, key: KeyEvent) -> Vec<Command> {
         return vec![];
     }
     if ctrl(&key, 'r') {
-        // Retry every failed message of the open chat; else reload.
+        // Offline: reconnect now. Retry every failed message of the open chat. Else reload.
+        let mut out = Vec::new();
+        if matches!(main.connection, Connection::Offline { .. }) {
+            out.push(Command::ReconnectNow);
+        }
         let failed: Vec<Command> = main
             .open
             .and_then(|c| main.lines.get(&c))
@@ -432,11 +460,11 @@ fn main_key(main: &mut Main, key: KeyEvent) -> Vec<Command> {
             })
             .unwrap_or_default();
         main.notice = None;
-        return if failed.is_empty() {
-            vec![Command::Refresh]
-        } else {
-            failed
-        };
+        out.extend(failed);
+        if out.is_empty() {
+            out.push(Command::Refresh);
+        }
+        return out;
     }
     match (&main.focus, key.code) {
         (_, KeyCode::Tab) => {
@@ -552,6 +580,12 @@ fn overlay_key(mut overlay: Overlay, main: &mut Main, key: KeyEvent) -> Vec<Comm
         ..
     } = &mut overlay
     {
+        if ctrl(&key, 'r') {
+            // Search again (someone may have signed up since).
+            out.push(Command::Search(query.clone()));
+            main.overlay = Some(overlay);
+            return out;
+        }
         match key.code {
             KeyCode::Up => *selected = selected.saturating_sub(1),
             KeyCode::Down if *selected + 1 < results.len() => {
@@ -740,11 +774,8 @@ fn main_event(main: &mut Main, event: Event) -> Vec<Command> {
                 .get_mut(&d.chat_id)
                 .and_then(|l| l.iter_mut().find(|l| l.message_id == Some(d.message_id)))
             {
-                Some(l) => {
-                    if rank(&l.mark) < rank(&Mark::Delivered) {
-                        l.mark = Mark::Delivered;
-                    }
-                }
+                Some(l) if rank(&l.mark) < rank(&Mark::Delivered) => l.mark = Mark::Delivered,
+                Some(_) => {}
                 // Only a chat on screen can race its own acknowledgement; a chat loaded later
                 // gets its marks from the server. Bounded all the same.
                 None if loaded => {

@@ -10,7 +10,6 @@ use std::time::Duration;
 use crossterm::event::{Event as TermEvent, EventStream, KeyEvent, KeyEventKind};
 use futures_util::StreamExt;
 use jibber_client::realtime::{Client, Event, Options};
-use jibber_client::sio::Transport;
 use jibber_client::{ClientError, Session, register_with};
 use ratatui::Terminal;
 use ratatui::backend::Backend;
@@ -23,7 +22,8 @@ use app::{App, Command, Done};
 pub struct Setup {
     pub server: String,
     pub username: String,
-    pub transport: Transport,
+    /// How the client connects (transport, backoff); `outbox` is set per account.
+    pub options: Options,
     /// Where outboxes live (one file per server and account).
     pub data_dir: Option<std::path::PathBuf>,
     pub ksf: fn() -> argon2::Argon2<'static>,
@@ -72,7 +72,7 @@ impl Runtime {
                     let _ = session_tx.send(result);
                 });
             }
-            Command::Quit => {}
+            Command::Quit | Command::SignOut => {}
             other => {
                 let Some(client) = client else { return };
                 let tx = self.done_tx.clone();
@@ -122,6 +122,10 @@ async fn run_command(client: &Client, command: Command) -> Option<Done> {
             Err(e) => failed(e),
         },
         Command::Retry(temp) => client.retry(&temp).await.err().and_then(failed),
+        Command::ReconnectNow => {
+            client.reconnect_now();
+            None
+        }
         Command::Typing { chat, on } => {
             client.typing(chat, on).await;
             None
@@ -137,7 +141,7 @@ async fn run_command(client: &Client, command: Command) -> Option<Done> {
             Ok(chat) => Some(Done::Started(Box::new(chat))),
             Err(e) => failed(e),
         },
-        Command::Login { .. } | Command::Quit => None,
+        Command::Login { .. } | Command::SignOut | Command::Quit => None,
     }
 }
 
@@ -185,7 +189,7 @@ where
                             .collect();
                         d.join(format!("{host}-{}.outbox", me.id))
                     });
-                    let options = Options { transport: rt.setup.transport, outbox, ..Options::default() };
+                    let options = Options { outbox, ..rt.setup.options.clone() };
                     match Client::start(session, options).await {
                         Ok((client, events)) => {
                             rt.client = Some(client);
@@ -208,6 +212,12 @@ where
         for c in commands {
             if c == Command::Quit {
                 app.quit = true;
+            }
+            if c == Command::SignOut
+                && let Some(client) = rt.client.take()
+            {
+                rt.events = None;
+                client.shutdown().await;
             }
             rt.execute(c);
         }

@@ -10,7 +10,8 @@ use ratatui::text::{Line as Text, Span};
 use ratatui::widgets::{Block, Borders, Clear, List, ListItem, ListState, Paragraph, Wrap};
 
 use super::app::{
-    App, Field, Focus, LoginForm, Main, Mark, Overlay, Screen, display, expire_typing, shown_text,
+    App, Field, Focus, LoginForm, Main, Mark, Overlay, SESSION_EXPIRED, Screen, display,
+    expire_typing, shown_text,
 };
 
 pub fn draw(frame: &mut Frame, app: &mut App) {
@@ -71,7 +72,9 @@ fn login(frame: &mut Frame, form: &LoginForm) {
         lines.push(Text::from("Working… (OPAQUE key stretching takes a moment)").italic());
     } else if let Some(e) = &form.error {
         lines.push(Text::from(e.clone()).fg(Color::Red));
-        lines.push(Text::from("Fix the field and press Enter to try again.").dim());
+        if e != SESSION_EXPIRED {
+            lines.push(Text::from("Fix the field and press Enter to try again.").dim());
+        }
     } else {
         let action = if form.signup { "sign up" } else { "log in" };
         lines.push(Text::from(format!("Enter: {action} · Tab: next field")).dim());
@@ -93,13 +96,14 @@ fn connection_line(c: &Connection) -> Span<'static> {
         }
         Connection::Offline { reason, retry_in } => Span::styled(
             format!(
-                "○ server unreachable ({reason}); retrying in {:.0} s · Ctrl-R: retry now",
+                "○ server unreachable; retrying in {:.0} s · Ctrl-R: retry now ({reason})",
                 retry_in.as_secs_f32().ceil()
             ),
             Style::new().fg(Color::Red),
         ),
+        // (The login form replaces the screen at once.)
         Connection::SessionExpired => Span::styled(
-            "✕ session expired: restart `jibber chat` to log in again",
+            "✕ session expired: log in again",
             Style::new().fg(Color::Red),
         ),
     }
@@ -292,9 +296,9 @@ fn new_chat(
     );
     if searched && results.is_empty() {
         let text = if query.is_empty() {
-            "No other users yet. Invite someone to sign up."
+            "No other users yet. Invite someone to sign up. Ctrl-R: search again"
         } else {
-            "Nobody matches."
+            "Nobody matches. Ctrl-R: search again"
         };
         frame.render_widget(
             Paragraph::new(text)
@@ -363,7 +367,7 @@ fn help(frame: &mut Frame) {
         "Tab          chats ↔ message box",
         "Ctrl-N       new chat (search contacts)",
         "Ctrl-K       safety number of the open chat",
-        "Ctrl-R       retry failed messages / reload",
+        "Ctrl-R       reconnect now / retry failed / reload",
         "PgUp/PgDn    scroll history (loads older)",
         "q / Ctrl-C   quit",
     ];

@@ -90,3 +90,22 @@ pub fn text_of(e: &Event) -> Option<(Uuid, i64, String)> {
         _ => None,
     }
 }
+
+/// Waits until the server calls `token` expired. Expiry is a moment on the server's clock (with
+/// its leeway), not an event: the server's own check is asked until it says so.
+pub async fn until_expired(server: &jibber_server::testing::TestServer, token: &str) {
+    use jibber_server::auth::tokens::TokenError;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match server.state.tokens.verify(token) {
+            Err(TokenError::Expired) => return,
+            Ok(_) => {}
+            Err(e) => panic!("the token is refused for another reason: {e}"),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the token did not expire"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

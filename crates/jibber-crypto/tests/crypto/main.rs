@@ -1,10 +1,12 @@
 //! Integration tests of `jibber-crypto` through its public API only: tampering and key
-//! substitution, rotation, the key bundle, safety numbers, and property tests; and a second,
-//! JavaScript implementation on WebCrypto that must reproduce the vectors. The byte-exact test
-//! vectors are checked against this crate by its own `vectors` module.
+//! substitution, rotation, the key bundle, safety numbers, the OPAQUE key stretching's Argon2id
+//! parameters, and property tests; and a second, JavaScript implementation on WebCrypto that
+//! must reproduce the vectors. The byte-exact test vectors are checked against this crate by
+//! its own `vectors` module.
 
 mod bundle;
 mod envelope;
+mod ksf;
 mod props;
 mod safety;
 mod webcrypto;
