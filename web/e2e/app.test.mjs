@@ -239,7 +239,7 @@ test('server down: the banner, the contacts screen and Retry now; what was sent 
   await server.stop();
   await A.page.getByTestId('unreachable').waitFor();
   await D.page.getByTestId('unreachable').waitFor();
-  await D.context.clock.pauseAt((await D.page.evaluate(() => Date.now())) + 1_000);
+  await D.context.clock.pauseAt((await D.page.evaluate(() => Date.now())) + 3_000);
   await send(A.page, 'Sent while the server was down');
   await waitStatus(A.page, 'Sent while the server was down', 'sending');
   await A.page.keyboard.press('Escape');
