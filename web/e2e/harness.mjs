@@ -1,7 +1,7 @@
 // The E2E harness: the real `jibber` binary (JIBBER_BIN) on a temp data dir, and Debian's
 // Chromium (/usr/bin/chromium, never downloaded) driven by playwright-core.
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -10,6 +10,9 @@ import { chromium } from 'playwright-core';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const SCREENSHOTS = path.join(here, 'screenshots');
+// With JIBBER_DOCS_SCREENSHOTS=1 (`npm run screenshots`), the main screens are also written to
+// docs/screenshots/ under the names the tests give them.
+export const DOCS_SCREENSHOTS = process.env.JIBBER_DOCS_SCREENSHOTS ? path.join(here, '../../docs/screenshots') : null;
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 export const TIMEOUT = Number(process.env.JIBBER_E2E_TIMEOUT_MS ?? 20_000);
 
@@ -96,10 +99,14 @@ export async function launch(extraArgs = []) {
   return chromium.launch({ executablePath: CHROMIUM, args: [...CHROMIUM_ARGS, ...extraArgs], headless: true });
 }
 
-/** A browser context on the server, with console errors collected. */
-export async function newDevice(browser, server, options = {}) {
+/**
+ * A browser context on the server, with console errors collected. `clock: true` installs
+ * Playwright's clock (running at first), so that a test can pause the page's timers.
+ */
+export async function newDevice(browser, server, options = {}, { clock = false } = {}) {
   const context = await browser.newContext({ baseURL: server.url, viewport: { width: 1100, height: 720 }, ...options });
   context.setDefaultTimeout(TIMEOUT);
+  if (clock) await context.clock.install();
   const page = await context.newPage();
   const errors = [];
   page.on('console', (m) => {
@@ -122,10 +129,15 @@ export async function newDevice(browser, server, options = {}) {
   return { context, page, errors, wire };
 }
 
-export async function screenshot(page, name) {
+/** A screenshot in e2e/screenshots/; one with a `docs` name also goes to docs/screenshots/ when asked. */
+export async function screenshot(page, name, docs) {
   const file = path.join(SCREENSHOTS, `${name}.png`);
   mkdirSync(path.dirname(file), { recursive: true });
-  await page.screenshot({ path: file });
+  const png = await page.screenshot({ path: file });
+  if (docs && DOCS_SCREENSHOTS) {
+    mkdirSync(DOCS_SCREENSHOTS, { recursive: true });
+    writeFileSync(path.join(DOCS_SCREENSHOTS, `${docs}.png`), png);
+  }
 }
 
 export async function signUp(page, username, password) {

@@ -6,6 +6,7 @@ import { io, type Socket } from 'socket.io-client';
 import { Api, ApiError, isNetworkError } from './lib/api';
 import { logIn, type Session, signUp } from './lib/auth';
 import { b64decode } from './lib/bytes';
+import { reconnectNow, restartBackoffEvery, socketOptions } from './lib/socket';
 import {
   CryptoError,
   type KeyRing,
@@ -129,11 +130,11 @@ async function resume(): Promise<void> {
   }
 }
 
-/** "Retry now" of the unreachable banner. */
+/** "Retry now" of the unreachable banner: a connection attempt at once, not after the backoff. */
 export function retryNow(): void {
   set({ unreachable: null });
   if (socket) {
-    if (!socket.connected) socket.connect();
+    reconnectNow(socket);
   } else if (getState().phase === 'ready') {
     void resume();
   }
@@ -215,16 +216,8 @@ function tokensChanged(t: Tokens): void {
 
 function connect(): void {
   if (socket) return;
-  const s = io({
-    path: '/socket.io/',
-    transports: ['polling', 'websocket'],
-    auth: (cb) => cb({ token: api.accessToken ?? '' }),
-    reconnection: true,
-    reconnectionAttempts: Infinity,
-    reconnectionDelay: 500,
-    reconnectionDelayMax: 5_000,
-    randomizationFactor: 0.5,
-  });
+  const s = io(socketOptions(() => api.accessToken ?? ''));
+  restartBackoffEvery(s);
   socket = s;
   set({ connection: 'connecting' });
 

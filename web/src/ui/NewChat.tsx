@@ -48,8 +48,11 @@ export function NewChat({ onClose }: { onClose: () => void }) {
         </button>
       </div>
       {error && (
-        <p className="callout error" role="alert">
-          {error} <button className="link" onClick={() => setAttempt((a) => a + 1)}>Retry</button>
+        <p className="callout error" role="alert" data-testid="contacts-error">
+          {error}{' '}
+          <button className="link" onClick={() => setAttempt((a) => a + 1)} data-testid="contacts-retry">
+            Retry
+          </button>
         </p>
       )}
       {users?.length === 0 &&

@@ -38,7 +38,7 @@ pub async fn create(
         })?;
     if result.created {
         metrics::counter!("jibber_chats_created_total").increment(1);
-        crate::realtime::notify::new_conversation(&state, result.chat.id, body.user_id).await;
+        crate::realtime::notify::new_conversation(&state, result.chat.id, me, body.user_id).await;
         Ok(with_status(StatusCode::CREATED, result.chat))
     } else {
         Ok(ok(result.chat))

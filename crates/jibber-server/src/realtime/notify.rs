@@ -255,11 +255,21 @@ pub fn read(state: &AppState, r: &ReadReceipt, reader: Uuid, other: Uuid) {
     to_users(state, &[other, reader], events::MESSAGE_READ, &data, None);
 }
 
-/// `newConversation` to the other member of a new chat, as that member sees it.
-pub async fn new_conversation(state: &AppState, chat: Uuid, other: Uuid) {
+/// `newConversation` to the other member of a new chat, as that member sees it; then, since the
+/// two now share a chat, `userOnline` to each about the other if that one is online (presence
+/// goes only to users who share a chat, so neither had heard of the other's).
+pub async fn new_conversation(state: &AppState, chat: Uuid, creator: Uuid, other: Uuid) {
     match state.store.chat_for(other, chat).await {
         Ok(c) => to_user(state, other, events::NEW_CONVERSATION, &c, None),
         Err(e) => tracing::warn!(error = %e, "new chat vanished before it was announced"),
+    }
+    for online in state.realtime.online_among(vec![creator, other]).await {
+        let to = if online == creator { other } else { creator };
+        let presence = UserPresence {
+            user_id: online,
+            last_seen: None,
+        };
+        to_user(state, to, events::USER_ONLINE, &presence, None);
     }
 }
 

@@ -498,6 +498,32 @@ async fn an_unrefreshed_socket_expires_and_a_refreshed_one_lives() {
 }
 
 #[tokio::test]
+async fn a_new_chat_between_online_users_tells_each_of_the_others_presence() {
+    let app = spawn_app_with(FAST).await;
+    let a = app.user("pres_a").await;
+    let b = app.user("pres_b").await;
+    let mut da = connect(&app, &a, TransportType::Websocket).await;
+    let mut db = connect(&app, &b, TransportType::Websocket).await;
+    // No shared chat yet: neither was told that the other is online.
+    assert_eq!(da.greeting["userIds"], json!([]));
+    assert_eq!(db.greeting["userIds"], json!([]));
+    let chat = app.chat(&a, &b).await;
+    let announced = db.expect("newConversation").await;
+    assert_eq!(announced["id"], json!(chat));
+    let next = db.expect_any().await;
+    assert_eq!(next.0, "userOnline", "{next:?}");
+    assert_eq!(next.1["userId"], json!(a.id));
+    let next = da.expect_any().await;
+    assert_eq!(next.0, "userOnline", "{next:?}");
+    assert_eq!(next.1["userId"], json!(b.id));
+    da.disconnect().await;
+    let gone = db.expect("userOffline").await;
+    assert_eq!(gone["userId"], json!(a.id));
+    db.disconnect().await;
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_new_chat_is_announced_to_the_other_member() {
     let app = spawn_app_with(FAST).await;
     let a = app.user("new_a").await;
