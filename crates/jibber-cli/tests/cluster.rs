@@ -1,11 +1,16 @@
 //! Several nodes: three real `jibber serve` processes on one PostgreSQL (a fresh schema of
 //! `JIBBER_TEST_POSTGRES_URL`) and one Redis (`JIBBER_TEST_REDIS_URL`, default
 //! `redis://127.0.0.1:6379`, with a key prefix of its own), and Socket.IO devices on different
-//! nodes (`rust_socketio`, and the SDK's socket where a device must acknowledge
-//! `receivedMessage`). One node is killed with SIGKILL.
+//! nodes (`rust_socketio`; the SDK's socket where a device must acknowledge `receivedMessage`;
+//! the SDK's realtime client, which reconnects by itself, for the device that outlives its
+//! node). One node is killed with SIGKILL; the device that was on it reaches the nodes through a
+//! TCP proxy that sends new connections to another node once it is gone, as a load balancer does.
 
 #[path = "../../jibber-store-postgres/tests/common/mod.rs"]
 mod pg;
+#[allow(dead_code)] // The fault injection is not used here, only the forwarding.
+#[path = "../../jibber-client/tests/common/proxy.rs"]
+mod proxy;
 #[path = "../../jibber-server/tests/api/sio.rs"]
 mod sio;
 
@@ -16,11 +21,13 @@ mod helpers {
     }
 }
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use jibber_client::realtime::{Client, Connection, Event, MessageState, Options, Presence};
 use jibber_proto::B64;
 use rust_socketio::TransportType;
 use serde_json::{Value, json};
@@ -135,9 +142,13 @@ async fn api(base: &str, method: &str, path: &str, token: &str, body: Option<Val
     body
 }
 
+#[derive(Clone)]
 struct User {
     id: Uuid,
+    name: String,
     token: String,
+    id_key: B64,
+    signing_key: B64,
 }
 
 /// Registers and logs in over node `base` (cheap Argon2: same protocol).
@@ -153,20 +164,33 @@ async fn user(base: &str, prefix: &str) -> User {
         .expect("login");
     User {
         id: session.user().id,
+        name,
         token: session.access_token().await.expect("token"),
+        id_key: session.user().public_id_key.clone(),
+        signing_key: session.user().public_signing_key.clone(),
     }
 }
 
-fn message(chat: Uuid, receiver: Uuid, temp: &str) -> Value {
+/// Another session of `user`, over `base`.
+async fn login_at(base: &str, user: &User) -> jibber_client::Session {
+    let password = format!("pw-{}", user.name);
+    jibber_client::login(base, &user.name, &password, &jibber_crypto::test_ksf())
+        .await
+        .expect("login")
+}
+
+/// A send body with the users' real public keys (so that the SDK's device takes it for theirs)
+/// around a ciphertext that is not one (it reports it unreadable and still delivers it).
+fn message(chat: Uuid, from: &User, to: &User, temp: &str) -> Value {
     json!({
         "chatId": chat,
-        "receiver": receiver,
+        "receiver": to.id,
         "cipher": B64::encode(temp.as_bytes()),
         "iv": B64::encode(&[9u8; 12]),
         "signature": B64::encode(&[8u8; 64]),
-        "senderPublicIdKey": B64::encode(&[1u8; 32]),
-        "senderPublicSigningKey": B64::encode(&[2u8; 32]),
-        "receiverPublicIdKey": B64::encode(&[3u8; 32]),
+        "senderPublicIdKey": from.id_key,
+        "senderPublicSigningKey": from.signing_key,
+        "receiverPublicIdKey": to.id_key,
         "clientTimestamp": "2026-01-01T00:00:00Z",
         "tempMessageId": temp,
     })
@@ -177,9 +201,9 @@ async fn connect(node: &Node, user: &User) -> Device {
 }
 
 /// Sends over a socket and returns the acknowledged sequence number.
-async fn send(device: &Device, chat: Uuid, receiver: Uuid, temp: &str) -> i64 {
+async fn send(device: &Device, chat: Uuid, from: &User, to: &User, temp: &str) -> i64 {
     let ack = device
-        .call("sendMessage", message(chat, receiver, temp))
+        .call("sendMessage", message(chat, from, to, temp))
         .await;
     assert_eq!(ack["ok"], json!(true), "{ack}");
     ack["data"]["sequenceNumber"].as_i64().expect("seq")
@@ -206,20 +230,6 @@ async fn history(base: &str, token: &str, chat: Uuid) -> Vec<Value> {
     }
 }
 
-/// The user's change feed from `since` to its end: (changes, cursor).
-async fn feed(base: &str, token: &str, mut since: i64) -> (Vec<Value>, i64) {
-    let mut out = Vec::new();
-    loop {
-        let page = api(base, "GET", &format!("/sync?since={since}"), token, None).await;
-        let data = &page["data"];
-        out.extend(data["changes"].as_array().expect("changes").iter().cloned());
-        since = data["nextCursor"].as_i64().expect("cursor");
-        if data["hasMore"] != json!(true) {
-            return (out, since);
-        }
-    }
-}
-
 async fn unread(base: &str, token: &str, chat: Uuid) -> i64 {
     let chats = api(base, "GET", "/chats", token, None).await;
     chats["data"]
@@ -229,6 +239,118 @@ async fn unread(base: &str, token: &str, chat: Uuid) -> i64 {
         .find(|c| c["id"] == json!(chat))
         .and_then(|c| c["unreadCount"].as_i64())
         .expect("the chat is listed")
+}
+
+/// Every event of an SDK client, collected as it comes (the client never waits for the test).
+#[derive(Clone)]
+struct Log {
+    events: Arc<Mutex<Vec<Event>>>,
+    changed: tokio::sync::watch::Sender<usize>,
+}
+
+impl Log {
+    fn collect(mut rx: tokio::sync::mpsc::Receiver<Event>) -> Log {
+        let log = Log {
+            events: Arc::default(),
+            changed: tokio::sync::watch::channel(0).0,
+        };
+        let writer = log.clone();
+        tokio::spawn(async move {
+            while let Some(e) = rx.recv().await {
+                let n = {
+                    let mut events = writer.events.lock().unwrap_or_else(|e| e.into_inner());
+                    events.push(e);
+                    events.len()
+                };
+                writer.changed.send_replace(n);
+            }
+        });
+        log
+    }
+
+    fn snapshot(&self) -> Vec<Event> {
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Waits (at most `sio::WAIT`) until `pick` finds something in the events so far.
+    async fn wait<T>(&self, what: &str, pick: impl Fn(&[Event]) -> Option<T>) -> T {
+        let mut rx = self.changed.subscribe();
+        let found = tokio::time::timeout(sio::WAIT, async {
+            loop {
+                if let Some(t) = pick(&self.snapshot()) {
+                    return Some(t);
+                }
+                if rx.changed().await.is_err() {
+                    return None;
+                }
+            }
+        })
+        .await;
+        match found {
+            Ok(Some(t)) => t,
+            _ => panic!("timed out waiting for {what}; saw {:#?}", self.snapshot()),
+        }
+    }
+}
+
+/// Position of the first event at or after `from` that `pick` accepts.
+fn position(events: &[Event], from: usize, pick: impl Fn(&Event) -> bool) -> Option<usize> {
+    events
+        .iter()
+        .enumerate()
+        .skip(from)
+        .find(|(_, e)| pick(e))
+        .map(|(i, _)| i)
+}
+
+fn is_presence(e: &Event, user: Uuid, online: bool) -> bool {
+    match e {
+        Event::Presence { user: u, presence } if *u == user => {
+            if online {
+                matches!(presence, Presence::Online)
+            } else {
+                matches!(presence, Presence::Offline { .. })
+            }
+        }
+        _ => false,
+    }
+}
+
+fn is_online(e: &Event) -> bool {
+    matches!(e, Event::Connection(Connection::Online))
+}
+
+/// Sequence numbers of the messages in `chat` the SDK client handed to the application.
+fn shown(events: &[Event], chat: Uuid) -> Vec<i64> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message(r) if r.message.chat_id == chat => Some(r.message.sequence_number),
+            _ => None,
+        })
+        .collect()
+}
+
+/// tempMessageId → (message id, sequence) of the client's messages the server stored.
+fn sent(events: &[Event]) -> HashMap<String, (Uuid, i64)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::State {
+                temp_id,
+                state:
+                    MessageState::Sent {
+                        message_id,
+                        sequence,
+                    },
+                ..
+            } => Some((temp_id.clone(), (*message_id, *sequence))),
+            _ => None,
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -250,36 +372,71 @@ async fn three_nodes_share_messages_presence_and_survive_a_killed_node() {
         assert_eq!(health["data"]["redis"]["ok"], json!(true), "{health}");
     }
     let (b1, b2, b3) = (&n1.app.base, &n2.app.base, &n3.app.base);
+    // The way to node 3 for Alice's second device: once node 3 is gone, new connections go to
+    // node 1.
+    let lb = proxy::Proxy::start_failover(&[b3, b1]).await;
 
-    // Alice on node 1, Bob on node 2: a new chat reaches Bob across nodes.
+    // Alice on node 1 and, with a second device (the SDK's client), on node 3; Bob on node 2.
     let alice = user(b1, "alice").await;
     let bob = user(b2, "bob").await;
     let mut a1 = connect(&n1, &alice).await;
-    let mut bob1 = connect(&n2, &bob).await;
+    let bob1 = connect(&n2, &bob).await;
+    let (a2, a2_events) = Client::start(
+        login_at(&lb.base, &alice).await,
+        Options {
+            backoff_min: Duration::from_millis(20),
+            backoff_max: Duration::from_millis(300),
+            ..Options::default()
+        },
+    )
+    .await
+    .expect("the client starts");
+    let a2_log = Log::collect(a2_events);
+    a2_log
+        .wait("Alice's second device online", |es| {
+            es.iter().any(is_online).then_some(())
+        })
+        .await;
+
+    // Bob on node 2 starts a chat: both of Alice's devices (nodes 1 and 3) hear of it.
     let created = api(
-        b1,
+        b2,
         "POST",
         "/chats",
-        &alice.token,
-        Some(json!({"userId": bob.id})),
+        &bob.token,
+        Some(json!({"userId": alice.id})),
     )
     .await;
     let chat = Uuid::parse_str(created["data"]["id"].as_str().expect("id")).expect("uuid");
-    let announced = bob1.expect("newConversation").await;
+    let announced = a1.expect("newConversation").await;
     assert_eq!(announced["id"], json!(chat));
+    a2_log
+        .wait("newConversation on node 3", |es| {
+            es.iter()
+                .any(|e| matches!(e, Event::NewChat(c) if c.id == chat))
+                .then_some(())
+        })
+        .await;
 
-    // Presence across nodes: Bob leaves node 2 and comes back; Alice on node 1 sees both.
+    // Presence across nodes: Bob leaves node 2 and comes back; both of Alice's devices see both.
+    let before = a2_log.snapshot().len();
     bob1.disconnect().await;
     let off = a1.expect("userOffline").await;
     assert_eq!(off["userId"], json!(bob.id));
     let mut bob1 = Device::connect(&n2.app, &bob.token, TransportType::Polling).await;
     let on = a1.expect("userOnline").await;
     assert_eq!(on["userId"], json!(bob.id));
-    // A second device of Alice on node 3 learns that Bob (on node 2) is online.
-    let mut a2 = connect(&n3, &alice).await;
-    assert_eq!(a2.greeting["userIds"], json!([bob.id]), "{}", a2.greeting);
+    a2_log
+        .wait("Bob offline, then online, on node 3", |es| {
+            let off = position(es, before, |e| is_presence(e, bob.id, false))?;
+            position(es, off, |e| is_presence(e, bob.id, true))
+        })
+        .await;
+    // Another device of Alice's connecting to node 3 learns that Bob (on node 2) is online.
+    let a3 = connect(&n3, &alice).await;
+    assert_eq!(a3.greeting["userIds"], json!([bob.id]), "{}", a3.greeting);
 
-    // Typing from node 1 reaches node 2.
+    // Typing from node 1 reaches node 2, and from node 2 both of Alice's devices.
     let ack = a1
         .call("typing", json!({"chatId": chat, "isTyping": true}))
         .await;
@@ -287,24 +444,43 @@ async fn three_nodes_share_messages_presence_and_survive_a_killed_node() {
     let typing = bob1.expect("userTyping").await;
     assert_eq!(typing["userId"], json!(alice.id));
     assert_eq!(typing["isTyping"], json!(true));
+    let ack = bob1
+        .call("typing", json!({"chatId": chat, "isTyping": true}))
+        .await;
+    assert_eq!(ack["ok"], json!(true), "{ack}");
+    let typing = a1.expect("userTyping").await;
+    assert_eq!(typing["userId"], json!(bob.id));
+    a2_log
+        .wait("Bob typing, on node 3", |es| {
+            es.iter()
+                .any(|e| {
+                    matches!(e, Event::Typing(t)
+                        if t.user_id == bob.id && t.chat_id == chat && t.is_typing)
+                })
+                .then_some(())
+        })
+        .await;
 
     // Bob has the chat open on node 2: a message from node 1 does not count as unread.
     let ack = bob1
         .call("setActiveChatId", json!({"activeChatId": chat.to_string()}))
         .await;
     assert_eq!(ack["ok"], json!(true), "{ack}");
-    let seq = send(&a1, chat, bob.id, "m-open").await;
+    let seq = send(&a1, chat, &alice, &bob, "m-open").await;
     bob1.expect_with("receivedMessage", "sequenceNumber", &json!(seq))
         .await;
-    // The sender's other device, on node 3.
-    a2.expect_with("receivedMessage", "sequenceNumber", &json!(seq))
+    // The sender's other devices, on node 3.
+    a2_log
+        .wait("Alice's own message on node 3", |es| {
+            shown(es, chat).contains(&seq).then_some(())
+        })
         .await;
     assert_eq!(a1.expect("messageSent").await["sequenceNumber"], json!(seq));
     assert_eq!(unread(b2, &bob.token, chat).await, 0);
     // Closed: the next one counts.
     bob1.call("setActiveChatId", json!({"activeChatId": ""}))
         .await;
-    let seq2 = send(&a1, chat, bob.id, "m-closed").await;
+    let seq2 = send(&a1, chat, &alice, &bob, "m-closed").await;
     let got = bob1
         .expect_with("receivedMessage", "sequenceNumber", &json!(seq2))
         .await;
@@ -315,10 +491,15 @@ async fn three_nodes_share_messages_presence_and_survive_a_killed_node() {
         .call("markMessageAsDelivered", json!({"messageId": got["id"]}))
         .await;
     assert_eq!(ack["ok"], json!(true), "{ack}");
-    for device in [&mut a1, &mut a2] {
-        let d = device.expect("messageDelivered").await;
-        assert_eq!(d["sequenceNumber"], json!(seq2));
-    }
+    let d = a1.expect("messageDelivered").await;
+    assert_eq!(d["sequenceNumber"], json!(seq2));
+    a2_log
+        .wait("delivered, on node 3", |es| {
+            es.iter()
+                .any(|e| matches!(e, Event::Delivered(d) if d.sequence_number == seq2))
+                .then_some(())
+        })
+        .await;
     let ack = bob1
         .call(
             "markMessageAsRead",
@@ -326,26 +507,33 @@ async fn three_nodes_share_messages_presence_and_survive_a_killed_node() {
         )
         .await;
     assert_eq!(ack["ok"], json!(true), "{ack}");
-    for device in [&mut a1, &mut a2] {
-        let r = device.expect("messageRead").await;
-        assert_eq!(r["upToSequence"], json!(seq2));
-        assert_eq!(r["reader"], json!(bob.id));
-    }
+    let r = a1.expect("messageRead").await;
+    assert_eq!(r["upToSequence"], json!(seq2));
+    assert_eq!(r["reader"], json!(bob.id));
+    a2_log
+        .wait("read, on node 3", |es| {
+            es.iter()
+                .any(|e| {
+                    matches!(e, Event::Read(r) if r.up_to_sequence == seq2 && r.reader == bob.id)
+                })
+                .then_some(())
+        })
+        .await;
     assert_eq!(unread(b2, &bob.token, chat).await, 0);
 
     // 1,000 messages from senders on all three nodes into the one chat.
     const EACH: usize = 334;
     let senders = [
-        (a1.client.clone(), "n1", bob.id),
-        (a2.client.clone(), "n3", bob.id),
-        (bob1.client.clone(), "n2", alice.id),
+        (a1.client.clone(), "n1", alice.clone(), bob.clone()),
+        (a3.client.clone(), "n3", alice.clone(), bob.clone()),
+        (bob1.client.clone(), "n2", bob.clone(), alice.clone()),
     ];
     let mut tasks = Vec::new();
-    for (client, node, receiver) in senders {
+    for (client, node, from, to) in senders {
         tasks.push(tokio::spawn(async move {
             let device = Device::from_client(client);
             for i in 0..EACH {
-                send(&device, chat, receiver, &format!("{node}-{i}")).await;
+                send(&device, chat, &from, &to, &format!("{node}-{i}")).await;
             }
         }));
     }
@@ -377,6 +565,14 @@ async fn three_nodes_share_messages_presence_and_survive_a_killed_node() {
         .filter_map(|m| m["sequenceNumber"].as_i64())
         .collect();
     assert_eq!(received, from_alice);
+    // Alice's SDK device on node 3 was handed every message of the chat, in order, once each.
+    let whole: Vec<i64> = (1..=i64::try_from(total).expect("small")).collect();
+    a2_log
+        .wait("the whole chat on node 3", |es| {
+            (shown(es, chat).len() >= whole.len()).then_some(())
+        })
+        .await;
+    assert_eq!(shown(&a2_log.snapshot(), chat), whole);
 
     // Carol lives on node 3 only and shares a chat with Bob.
     let carol = user(b3, "carol").await;
@@ -402,7 +598,7 @@ async fn three_nodes_share_messages_presence_and_survive_a_killed_node() {
         .await;
     // Bob (node 2) writes to Carol (node 3); her device's acknowledgement to node 3 marks the
     // message delivered, and node 3 tells Bob on node 2.
-    let to_carol = send(&bob1, carol_chat, carol.id, "to-carol").await;
+    let to_carol = send(&bob1, carol_chat, &bob, &carol, "to-carol").await;
     let delivered_id = loop {
         let inbound = tokio::time::timeout(sio::WAIT, carol_events.recv())
             .await
@@ -421,31 +617,113 @@ async fn three_nodes_share_messages_presence_and_survive_a_killed_node() {
     bob1.expect_with("messageDelivered", "messageId", &delivered_id)
         .await;
 
-    // Alice's device on node 3 remembers where its feed ended; then node 3 dies.
-    let (_, cursor) = feed(b3, &alice.token, 0).await;
+    // Node 3 dies while Alice's SDK device is writing through it; Bob writes to her before and
+    // after.
+    const WRITES: usize = 40;
+    let mut from_bob = Vec::new();
+    for i in 0..5 {
+        from_bob.push(send(&bob1, chat, &bob, &alice, &format!("to-a2-{i}")).await);
+    }
+    let mut written = Vec::new();
+    for i in 0..WRITES {
+        written.push(a2.send(chat, &format!("a2-{i}")).await.expect("outbox"));
+    }
+    let first = written[0].clone();
+    let stored_before = a2_log
+        .wait("the first write stored", |es| {
+            let sent = sent(es);
+            sent.contains_key(&first).then_some(sent.len())
+        })
+        .await;
+    let onlines_before = a2_log.snapshot().iter().filter(|e| is_online(e)).count();
+    let bob_seen = bob1.seen.len();
     n3.kill();
+    assert!(
+        stored_before < WRITES,
+        "writes were still on their way when the node died"
+    );
+    for i in 5..10 {
+        from_bob.push(send(&bob1, chat, &bob, &alice, &format!("to-a2-{i}")).await);
+    }
     // Carol's presence expires (node 3's heartbeat key lapses): Bob hears she is offline.
     let off = bob1
         .expect_with("userOffline", "userId", &json!(carol.id))
         .await;
     assert!(off["lastSeen"].is_string(), "{off}");
-    // Alice is still online on node 1, so Bob's messages meanwhile reach her there.
-    let lost_seq = send(&bob1, chat, alice.id, "while-n3-is-dead").await;
-    a1.expect_with("receivedMessage", "sequenceNumber", &json!(lost_seq))
+
+    // The SDK device came back (through the proxy, to node 1) and lost nothing: each of its
+    // messages is stored once, in the order written, with the id and sequence it was told;
+    // every message of Bob's reached it.
+    a2_log
+        .wait("Alice's second device back online", |es| {
+            (es.iter().filter(|e| is_online(e)).count() > onlines_before).then_some(())
+        })
         .await;
-    // The killed node's device reconnects to node 1 and catches up from its cursor.
-    let mut a2 = connect(&n1, &alice).await;
-    let (changes, _) = feed(b1, &alice.token, cursor).await;
     assert!(
-        changes
-            .iter()
-            .any(|c| c["type"] == json!("message")
-                && c["message"]["sequenceNumber"] == json!(lost_seq)),
-        "the feed has what was sent while the device was away: {changes:?}"
+        lb.counters()
+            .failovers
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0,
+        "the device reconnected to node 1"
     );
-    let next = send(&bob1, chat, alice.id, "after-reconnect").await;
-    a2.expect_with("receivedMessage", "sequenceNumber", &json!(next))
+    let acked = a2_log
+        .wait("every write stored", |es| {
+            let sent = sent(es);
+            written.iter().all(|t| sent.contains_key(t)).then_some(sent)
+        })
         .await;
+    assert!(a2.unsent().await.expect("outbox").is_empty());
+    a2_log
+        .wait("every message of Bob's on Alice's second device", |es| {
+            let seqs: HashSet<i64> = shown(es, chat).into_iter().collect();
+            from_bob.iter().all(|s| seqs.contains(s)).then_some(())
+        })
+        .await;
+    let all = history(b1, &alice.token, chat).await;
+    for (i, m) in all.iter().enumerate() {
+        assert_eq!(m["sequenceNumber"], json!(i + 1), "gapless order");
+    }
+    let stored: Vec<(String, Uuid, i64)> = all
+        .iter()
+        .filter(|m| m["sender"] == json!(alice.id))
+        .filter_map(|m| {
+            let temp = m["tempMessageId"].as_str()?;
+            written.contains(&temp.to_owned()).then(|| {
+                (
+                    temp.to_owned(),
+                    Uuid::parse_str(m["id"].as_str().expect("id")).expect("uuid"),
+                    m["sequenceNumber"].as_i64().expect("seq"),
+                )
+            })
+        })
+        .collect();
+    let order: Vec<&String> = stored.iter().map(|(t, _, _)| t).collect();
+    assert_eq!(
+        order,
+        written.iter().collect::<Vec<_>>(),
+        "each write stored once, in the order written"
+    );
+    for (temp, id, seq) in &stored {
+        assert_eq!(
+            acked[temp],
+            (*id, *seq),
+            "the device was told what was stored"
+        );
+    }
+
+    // Alice never went offline for Bob: her device on node 1 kept her online while node 3's
+    // users were reaped. (A message from node 1 after the reaping closes the window.)
+    let marker = send(&a1, chat, &alice, &bob, "after-the-reaping").await;
+    bob1.expect_with("receivedMessage", "sequenceNumber", &json!(marker))
+        .await;
+    let offline: Vec<&Value> = bob1.seen[bob_seen..]
+        .iter()
+        .filter(|(name, _)| name == "userOffline")
+        .map(|(_, data)| &data["userId"])
+        .collect();
+    assert_eq!(offline, vec![&json!(carol.id)], "only Carol went offline");
+
+    a2.shutdown().await;
     drop(n1);
     drop(n2);
 }

@@ -138,6 +138,20 @@ end
 return others
 ";
 
+/// ARGV: prefix, node, user, then device and chat pairs. Replaces what this node recorded of
+/// the user's open chats by the pairs (after an outage, when changes could not be written).
+const RESET_ACTIVE: &str = r"
+local p, node, user = ARGV[1], ARGV[2], ARGV[3]
+local akey = p .. ':user:' .. user .. ':active'
+for _, f in ipairs(redis.call('HKEYS', akey)) do
+  if string.sub(f, 1, #node + 1) == node .. '/' then redis.call('HDEL', akey, f) end
+end
+for i = 4, #ARGV, 2 do
+  redis.call('HSET', akey, node .. '/' .. ARGV[i], ARGV[i + 1])
+end
+return 0
+";
+
 /// ARGV: prefix, user... Returns 1 or 0 per user: online on some live node.
 const ONLINE: &str = r"
 local p = ARGV[1]
@@ -503,6 +517,35 @@ impl Cluster {
     /// A user's last device on this node left: how many other nodes still have devices.
     pub async fn leave(&self, user: Uuid) -> Result<i64, LinkError> {
         self.presence_script(LEAVE, user).await
+    }
+
+    /// The users Redis lists on this node (which may be stale after an outage).
+    pub async fn node_users(&self) -> Result<Vec<Uuid>, LinkError> {
+        let users: Vec<String> = self
+            .call(async |l, mut c| {
+                c.smembers(format!("{}:node:{}:users", l.prefix, l.node))
+                    .await
+            })
+            .await?;
+        Ok(users
+            .iter()
+            .filter_map(|u| Uuid::parse_str(u).ok())
+            .collect())
+    }
+
+    /// Replaces this node's record of `user`'s open chats by `open` (device, chat).
+    pub async fn reset_active(&self, user: Uuid, open: &[(String, Uuid)]) -> Result<(), LinkError> {
+        self.call(async |l, mut c| {
+            let script = Script::new(RESET_ACTIVE);
+            let mut inv = script.arg(&l.prefix);
+            inv.arg(&l.node).arg(user.to_string());
+            for (device, chat) in open {
+                inv.arg(device).arg(chat.to_string());
+            }
+            let done: redis::RedisResult<i64> = inv.invoke_async(&mut c).await;
+            done.map(|_| ())
+        })
+        .await
     }
 
     /// Which of `users` are online on some live node.

@@ -47,6 +47,31 @@ pub const SPECS: &[Spec] = &[
         help: "Database URL: `sqlite://<path>` (embedded) or `postgres://<user>:<password>@<host>/<database>` (shared by several nodes); empty means `sqlite://<data_dir>/jibber.db`.",
     },
     Spec {
+        key: "database_max_connections",
+        default: "10",
+        help: "PostgreSQL only: connections each node's pool opens at most. Nodes × this, plus other clients, must stay below the server's `max_connections` (docs/operations.md).",
+    },
+    Spec {
+        key: "database_acquire_timeout",
+        default: "5s",
+        help: "PostgreSQL only: how long a request waits for a pooled connection (including connecting) before it is answered 503 SERVICE_UNAVAILABLE.",
+    },
+    Spec {
+        key: "database_statement_timeout",
+        default: "10s",
+        help: "PostgreSQL only: the server cancels a statement that runs longer (the request gets 503 SERVICE_UNAVAILABLE); below `request_timeout`, or `0` to disable. Migrations run without it.",
+    },
+    Spec {
+        key: "database_idle_timeout",
+        default: "10m",
+        help: "PostgreSQL only: an idle pooled connection is closed after this long (`0`: kept).",
+    },
+    Spec {
+        key: "database_max_lifetime",
+        default: "30m",
+        help: "PostgreSQL only: a pooled connection is replaced after this long, which spreads connections again after a failover (`0`: never).",
+    },
+    Spec {
         key: "redis_url",
         default: "",
         help: "Redis for several nodes (`redis://[:password@]host[:port][/db]`, Redis 7 or newer, no cluster mode): events, presence and rate limits are shared through it. Empty: a single node, no Redis needed.",
@@ -223,6 +248,13 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub database_url: String,
     pub sqlite_full_sync: bool,
+    /// The PostgreSQL pool (unused on SQLite); [`Settings::pg_config`] applies them.
+    pub database_max_connections: u32,
+    pub database_acquire_timeout: Duration,
+    /// Zero: no statement timeout.
+    pub database_statement_timeout: Duration,
+    pub database_idle_timeout: Option<Duration>,
+    pub database_max_lifetime: Option<Duration>,
     pub redis_url: Option<String>,
     pub redis_prefix: String,
     pub node_id: String,
@@ -458,6 +490,27 @@ impl Settings {
             },
             "`full` or `normal`",
         );
+        let database_max_connections = p.parse(
+            "database_max_connections",
+            |v| v.parse::<u32>().ok().filter(|n| (1..=10_000).contains(n)),
+            "a number of connections from 1 to 10000",
+        );
+        let database_acquire_timeout = p.parse(
+            "database_acquire_timeout",
+            |v| parse_duration(v).filter(|d| !d.is_zero()),
+            "a positive duration such as 500ms or 5s",
+        );
+        let optional = |p: &mut Parser, k| {
+            p.parse(
+                k,
+                |v| parse_duration(v).map(|d| (!d.is_zero()).then_some(d)),
+                "a duration such as 10s or 30m, or 0 to disable",
+            )
+        };
+        let database_statement_timeout =
+            optional(&mut p, "database_statement_timeout").map(Option::unwrap_or_default);
+        let database_idle_timeout = optional(&mut p, "database_idle_timeout");
+        let database_max_lifetime = optional(&mut p, "database_max_lifetime");
         let redis_url = p.parse(
             "redis_url",
             |v| {
@@ -650,6 +703,14 @@ impl Settings {
                 "max_message_bytes: {msg} does not fit in max_body_bytes {body} once base64-encoded"
             ));
         }
+        if let (Some(statement), Some(request)) = (database_statement_timeout, request_timeout)
+            && !statement.is_zero()
+            && statement >= request
+        {
+            problems.push(format!(
+                "database_statement_timeout: {statement:?} is not below request_timeout {request:?} (a cancelled statement must end before the request does)"
+            ));
+        }
         if !problems.is_empty() {
             return Err(ConfigError(problems));
         }
@@ -667,6 +728,11 @@ impl Settings {
             data_dir,
             database_url,
             sqlite_full_sync: sqlite_full_sync.expect("checked"),
+            database_max_connections: database_max_connections.expect("checked"),
+            database_acquire_timeout: database_acquire_timeout.expect("checked"),
+            database_statement_timeout: database_statement_timeout.expect("checked"),
+            database_idle_timeout: database_idle_timeout.expect("checked"),
+            database_max_lifetime: database_max_lifetime.expect("checked"),
             redis_url: redis_url.expect("checked"),
             redis_prefix: redis_prefix.expect("checked"),
             node_id: node_id.expect("checked"),
@@ -705,6 +771,17 @@ impl Settings {
             ..Sources::default()
         };
         Settings::load(&sources).expect("the defaults are valid")
+    }
+
+    /// The PostgreSQL connection and pool settings.
+    pub fn pg_config(&self) -> jibber_store_postgres::PgConfig {
+        let mut config = jibber_store_postgres::PgConfig::new(self.database_url.clone());
+        config.max_connections = self.database_max_connections;
+        config.acquire_timeout = self.database_acquire_timeout;
+        config.statement_timeout = self.database_statement_timeout;
+        config.idle_timeout = self.database_idle_timeout;
+        config.max_lifetime = self.database_max_lifetime;
+        config
     }
 
     pub fn is_production(&self) -> bool {
@@ -882,6 +959,62 @@ mod tests {
         assert_eq!(
             s.cors_origins,
             vec!["https://a.example", "https://b.example"]
+        );
+    }
+
+    #[test]
+    fn the_postgres_pool_is_configurable() {
+        // The defaults are PgConfig's.
+        let s = load(&[("JIBBER_DATABASE_URL", "postgres://jibber@db/jibber")]).expect("valid");
+        let (config, built_in) = (s.pg_config(), jibber_store_postgres::PgConfig::new("x"));
+        assert_eq!(config.url, "postgres://jibber@db/jibber");
+        assert_eq!(config.max_connections, built_in.max_connections);
+        assert_eq!(config.acquire_timeout, built_in.acquire_timeout);
+        assert_eq!(config.statement_timeout, built_in.statement_timeout);
+        assert_eq!(config.idle_timeout, built_in.idle_timeout);
+        assert_eq!(config.max_lifetime, built_in.max_lifetime);
+
+        let s = load(&[
+            ("JIBBER_DATABASE_URL", "postgres://jibber@db/jibber"),
+            ("JIBBER_DATABASE_MAX_CONNECTIONS", "3"),
+            ("JIBBER_DATABASE_ACQUIRE_TIMEOUT", "250ms"),
+            ("JIBBER_DATABASE_STATEMENT_TIMEOUT", "2s"),
+            ("JIBBER_DATABASE_IDLE_TIMEOUT", "0"),
+            ("JIBBER_DATABASE_MAX_LIFETIME", "1h"),
+        ])
+        .expect("valid");
+        let config = s.pg_config();
+        assert_eq!(config.max_connections, 3);
+        assert_eq!(config.acquire_timeout, Duration::from_millis(250));
+        assert_eq!(config.statement_timeout, Duration::from_secs(2));
+        assert_eq!(config.idle_timeout, None);
+        assert_eq!(config.max_lifetime, Some(Duration::from_secs(3600)));
+        let off = load(&[("JIBBER_DATABASE_STATEMENT_TIMEOUT", "0")]).expect("valid");
+        assert!(off.pg_config().statement_timeout.is_zero());
+
+        let err = load(&[
+            ("JIBBER_DATABASE_MAX_CONNECTIONS", "0"),
+            ("JIBBER_DATABASE_ACQUIRE_TIMEOUT", "0"),
+            ("JIBBER_DATABASE_IDLE_TIMEOUT", "soon"),
+        ])
+        .expect_err("invalid");
+        let text = err.to_string();
+        for needle in [
+            "database_max_connections (from JIBBER_DATABASE_MAX_CONNECTIONS)",
+            "database_acquire_timeout (from JIBBER_DATABASE_ACQUIRE_TIMEOUT)",
+            "database_idle_timeout (from JIBBER_DATABASE_IDLE_TIMEOUT)",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from {text}");
+        }
+        assert_eq!(err.0.len(), 3, "{text}");
+        let err = load(&[
+            ("JIBBER_DATABASE_STATEMENT_TIMEOUT", "30s"),
+            ("JIBBER_REQUEST_TIMEOUT", "30s"),
+        ])
+        .expect_err("a statement may not outlive its request");
+        assert!(
+            err.to_string().contains("database_statement_timeout"),
+            "{err}"
         );
     }
 

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use jibber_store::Store;
-use jibber_store_postgres::{PgConfig, PgStore, redact_url};
+use jibber_store_postgres::{PgStore, redact_url};
 use jibber_store_sqlite::{Durability, SqliteConfig, SqliteStore};
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
@@ -58,7 +58,7 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
     let url = &settings.database_url;
     let context = || format!("cannot open the database at {}", redact_url(url));
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let store = PgStore::open(&PgConfig::new(url.clone()))
+        let store = PgStore::open(&settings.pg_config())
             .await
             .with_context(context)?;
         return Ok(Arc::new(store));

@@ -228,3 +228,44 @@ async fn losing_duplicate_gives_its_sequence_number_back() {
         node.close().await;
     }
 }
+
+/// The pool is built from `PgConfig`: its statement timeout is on every pooled connection, its
+/// size is a hard limit, and a caller that cannot get a connection within the acquire timeout
+/// gets `Unavailable` (which the server answers with 503).
+#[tokio::test]
+async fn the_pool_keeps_its_limits_and_timeouts() {
+    let url = common::fresh_url().await;
+    let mut config = jibber_store_postgres::PgConfig::new(url);
+    config.max_connections = 1;
+    config.acquire_timeout = Duration::from_millis(200);
+    config.statement_timeout = Duration::from_millis(1500);
+    let store = PgStore::open(&config).await.expect("open");
+    let shown: String = sqlx::query_scalar("SHOW statement_timeout")
+        .fetch_one(store.pool())
+        .await
+        .expect("show");
+    assert_eq!(shown, "1500ms");
+
+    let held = store.pool().acquire().await.expect("the only connection");
+    let started = std::time::Instant::now();
+    match store.ping().await {
+        Err(jibber_store::StoreError::Unavailable(_)) => {}
+        other => panic!("expected Unavailable while the only connection is held: {other:?}"),
+    }
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    drop(held);
+    store.ping().await.expect("the connection is back");
+
+    // A statement running longer than the timeout is cancelled by PostgreSQL (57014, which the
+    // store answers as Unavailable).
+    let slow = sqlx::query("SELECT pg_sleep(5)")
+        .execute(store.pool())
+        .await;
+    let err = slow.expect_err("cancelled");
+    assert_eq!(
+        err.as_database_error().and_then(|e| e.code()).as_deref(),
+        Some("57014"),
+        "{err}"
+    );
+    store.close().await;
+}

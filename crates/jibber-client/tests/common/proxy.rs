@@ -15,6 +15,10 @@
 //!   that connection the server's `101` answer and its `3probe`.
 //!
 //! Cuts are abrupt (zero linger: the peers see a reset, as when a network path dies).
+//!
+//! With several servers ([`Proxy::start_failover`]) each new connection goes to the first one
+//! that accepts it, as a load balancer does when a node dies (the several-node test,
+//! crates/jibber-cli/tests/cluster.rs, uses it that way).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -62,10 +66,13 @@ pub struct Counters {
     pub duplicate_acks: AtomicUsize,
     /// WebSocket upgrade requests seen.
     pub upgrades: AtomicUsize,
+    /// Connections that went to another server than the first (it refused them).
+    pub failovers: AtomicUsize,
 }
 
 struct Shared {
-    upstream: SocketAddr,
+    /// Servers in order of preference.
+    upstreams: Vec<SocketAddr>,
     /// The armed fault and how many more times it fires.
     armed: Mutex<Option<(Fault, usize)>>,
     /// Each live connection's cut switch.
@@ -118,14 +125,23 @@ impl Drop for Proxy {
 impl Proxy {
     /// A proxy in front of `server_base` (`http://host:port`).
     pub async fn start(server_base: &str) -> Proxy {
-        let upstream: SocketAddr = server_base
-            .trim_start_matches("http://")
-            .parse()
-            .expect("server address");
+        Self::start_failover(&[server_base]).await
+    }
+
+    /// A proxy in front of several servers: each connection goes to the first that accepts it.
+    pub async fn start_failover(server_bases: &[&str]) -> Proxy {
+        let upstreams: Vec<SocketAddr> = server_bases
+            .iter()
+            .map(|b| {
+                b.trim_start_matches("http://")
+                    .parse()
+                    .expect("server address")
+            })
+            .collect();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let base = format!("http://{}", listener.local_addr().expect("proxy address"));
         let shared = Arc::new(Shared {
-            upstream,
+            upstreams,
             armed: Mutex::new(None),
             live: Mutex::default(),
             next_id: AtomicU64::new(0),
@@ -268,7 +284,17 @@ fn server_chunk(shared: &Shared, chunk: &[u8], upgrade: bool) -> Verdict {
 }
 
 async fn connection(shared: Arc<Shared>, client: TcpStream) {
-    let Ok(server) = TcpStream::connect(shared.upstream).await else {
+    let mut server = None;
+    for (i, upstream) in shared.upstreams.iter().enumerate() {
+        if let Ok(s) = TcpStream::connect(upstream).await {
+            if i > 0 {
+                shared.counters.failovers.fetch_add(1, Ordering::SeqCst);
+            }
+            server = Some(s);
+            break;
+        }
+    }
+    let Some(server) = server else {
         return;
     };
     for stream in [&client, &server] {

@@ -2,6 +2,8 @@
 //! cluster-wide answers the gateway needs (presence, open chats, rate limits). Each answer falls
 //! back to what this node knows while Redis is down.
 
+use std::collections::HashSet;
+
 use jibber_proto::events;
 use jibber_store::util::now_ms;
 use uuid::Uuid;
@@ -60,8 +62,10 @@ async fn monitor(state: AppState) {
         match cluster.heartbeat().await {
             Ok(registered) => {
                 let was_up = cluster.set_up(true);
-                if !was_up || !registered {
-                    republish(&state).await;
+                if (!was_up || !registered) && !republish(&state).await {
+                    // Down again half-way: the next beat that finds Redis starts over.
+                    cluster.set_up(false);
+                    continue;
                 }
                 if !was_up {
                     // Relays were lost while the link was down: every client walks /sync.
@@ -85,25 +89,51 @@ async fn monitor(state: AppState) {
     }
 }
 
-/// Writes this node's users and open chats into Redis again (after an outage, or when this
-/// node was taken for dead).
-async fn republish(state: &AppState) {
+/// Makes Redis say again what this node knows (after an outage, or when this node was taken for
+/// dead): its users, and their devices' open chats, replacing what changed meanwhile; users who
+/// left during the outage are taken out. Then the peers on the other nodes hear this node's
+/// presence again (relays were dropped while the link was down), and this node's devices get a
+/// fresh `onlineUsers`. Returns false when Redis failed again on the way.
+async fn republish(state: &AppState) -> bool {
     let cluster = &state.realtime.cluster;
-    for (user, devices) in state.realtime.registry.snapshot() {
-        if cluster.join(user).await.is_err() {
-            return;
-        }
-        for (sid, chat) in devices {
-            if chat.is_some()
-                && cluster
-                    .set_active(user, &sid.to_string(), chat)
-                    .await
-                    .is_err()
-            {
-                return;
-            }
+    let local = state.realtime.registry.snapshot();
+    let here: HashSet<Uuid> = local.iter().map(|(u, _)| *u).collect();
+    let Ok(listed) = cluster.node_users().await else {
+        return false;
+    };
+    let mut gone = Vec::new();
+    for user in listed.into_iter().filter(|u| !here.contains(u)) {
+        match cluster.leave(user).await {
+            Ok(0) => gone.push(user),
+            Ok(_) => {}
+            Err(_) => return false,
         }
     }
+    for (user, devices) in &local {
+        let open: Vec<(String, Uuid)> = devices
+            .iter()
+            .filter_map(|(sid, chat)| chat.map(|c| (sid.to_string(), c)))
+            .collect();
+        if cluster.join(*user).await.is_err() || cluster.reset_active(*user, &open).await.is_err() {
+            return false;
+        }
+        // Gone since the snapshot, perhaps before its own LEAVE could undo this JOIN.
+        if !state.realtime.registry.is_online(*user) && cluster.leave(*user).await.is_err() {
+            return false;
+        }
+    }
+    for user in gone {
+        let last_seen = match state.store.user_by_id(user).await {
+            Ok(Some(u)) => u.last_seen,
+            _ => None,
+        };
+        notify::presence_elsewhere(state, user, events::USER_OFFLINE, last_seen).await;
+    }
+    for (user, _) in &local {
+        notify::presence_elsewhere(state, *user, events::USER_ONLINE, None).await;
+        notify::online_users(state, *user).await;
+    }
+    true
 }
 
 /// A user is offline everywhere: record it and tell the peers.

@@ -14,7 +14,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use jibber_proto::api::{DeliveredReceipt, Message, ReadReceipt};
-use jibber_proto::events::{self, MessageDelivered, MessageRead, Notice, UserPresence, UserTyping};
+use jibber_proto::events::{
+    self, MessageDelivered, MessageRead, Notice, OnlineUsers, UserPresence, UserTyping,
+};
 use jibber_store::Sent;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -307,6 +309,56 @@ pub async fn presence(
             None,
         ),
         Err(e) => tracing::warn!(error = %e, "presence: cannot load chat peers"),
+    }
+}
+
+/// A presence event about `user` to their peers on the OTHER nodes only: after a Redis outage,
+/// what this node's own sockets were told at the time never reached the others.
+pub async fn presence_elsewhere(
+    state: &AppState,
+    user: Uuid,
+    event: &'static str,
+    last_seen: Option<time::OffsetDateTime>,
+) {
+    let peers = match state.store.chat_peers(user).await {
+        Ok(peers) => peers,
+        Err(e) => {
+            tracing::warn!(error = %e, "presence: cannot load chat peers");
+            return;
+        }
+    };
+    let data = UserPresence {
+        user_id: user,
+        last_seen,
+    };
+    match serde_json::to_value(&data) {
+        Ok(data) => relay(
+            state,
+            &Relay::Emit {
+                users: peers,
+                event: event.to_owned(),
+                data,
+            },
+        ),
+        Err(e) => tracing::error!(error = %e, event, "an event does not serialize"),
+    }
+}
+
+/// A fresh `onlineUsers` to each device of `user` on this node (it replaces what the device
+/// knew: presence events of other nodes were lost during a Redis outage).
+pub async fn online_users(state: &AppState, user: Uuid) {
+    let peers = match state.store.chat_peers(user).await {
+        Ok(peers) => peers,
+        Err(e) => {
+            tracing::warn!(error = %e, "presence: cannot load chat peers");
+            return;
+        }
+    };
+    let online = OnlineUsers {
+        user_ids: state.realtime.online_among(peers).await,
+    };
+    for socket in sockets_of(state, user) {
+        emit_to_socket(&socket, events::ONLINE_USERS, &online);
     }
 }
 

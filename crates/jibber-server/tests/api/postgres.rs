@@ -102,3 +102,90 @@ async fn the_server_runs_on_postgres() {
     app.stop().await;
     drop_schema(&url).await;
 }
+
+/// The pool settings reach PostgreSQL: with one connection, a short acquire timeout and a
+/// statement timeout, a request stuck on a lock holds the node's only connection, the next
+/// request is answered 503 once the acquire timeout passes, and the stuck one is cancelled by
+/// PostgreSQL after the statement timeout (503 too) while the lock is still held.
+#[tokio::test]
+async fn the_pool_limits_and_timeouts_are_settings() {
+    let url = fresh_postgres_url().await;
+    let app = spawn_app_with(&[
+        ("database_url", &url),
+        ("database_max_connections", "1"),
+        ("database_acquire_timeout", "200ms"),
+        ("database_statement_timeout", "3s"),
+    ])
+    .await;
+    let a = app.user("pool_ann").await;
+    assert_eq!(app.get("/users/me", &a.access).await.status, StatusCode::OK);
+
+    // Another client of the database takes the users table (in the test's schema).
+    let mut locker = sqlx::PgConnection::connect(&url).await.expect("connect");
+    let mut lock = locker.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .expect("lock");
+
+    // A request that reads the table waits for the lock on the node's only connection.
+    let started = std::time::Instant::now();
+    let stuck = tokio::spawn({
+        let (http, url, token) = (app.http.clone(), app.url("/users/me"), a.access.clone());
+        async move {
+            let res = http.get(url).bearer_auth(token).send().await.expect("send");
+            (crate::helpers::TestApp::reply(res).await, started.elapsed())
+        }
+    });
+    let mut watcher = sqlx::PgConnection::connect(&url).await.expect("connect");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks WHERE relation = 'users'::regclass AND NOT granted",
+        )
+        .fetch_one(&mut watcher)
+        .await
+        .expect("pg_locks");
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the request never waited for the lock"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // No connection is free: another request gets 503 after the acquire timeout.
+    let other = app.get("/chats", &a.access).await;
+    other.assert_error(503, "SERVICE_UNAVAILABLE");
+    assert!(
+        !stuck.is_finished(),
+        "the first request still holds the connection"
+    );
+
+    // PostgreSQL cancels the stuck statement after the statement timeout, lock or not.
+    let (reply, took) = stuck.await.expect("the request ends");
+    reply.assert_error(503, "SERVICE_UNAVAILABLE");
+    assert!(
+        took >= std::time::Duration::from_secs(3),
+        "cancelled after {took:?}, before the statement timeout"
+    );
+    let still_locked: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks WHERE relation = 'users'::regclass AND granted AND mode = 'AccessExclusiveLock'",
+    )
+    .fetch_one(&mut watcher)
+    .await
+    .expect("pg_locks");
+    assert_eq!(
+        still_locked, 1,
+        "the lock was still held: the timeout ended the request"
+    );
+
+    lock.rollback().await.expect("unlock");
+    assert_eq!(app.get("/users/me", &a.access).await.status, StatusCode::OK);
+    locker.close().await.expect("close");
+    watcher.close().await.expect("close");
+    app.stop().await;
+    drop_schema(&url).await;
+}

@@ -24,6 +24,8 @@ pub struct Device {
     pub client: Client,
     /// The `onlineUsers` greeting received on connect (Null for [`Device::from_client`]).
     pub greeting: Value,
+    /// Every event taken from the socket so far (returned or skipped), in arrival order.
+    pub seen: Vec<(String, Value)>,
     events: mpsc::UnboundedReceiver<(String, Value)>,
 }
 
@@ -68,6 +70,7 @@ impl Device {
         let mut device = Device {
             client,
             greeting: Value::Null,
+            seen: Vec::new(),
             events: rx,
         };
         device.greeting = device.expect("onlineUsers").await;
@@ -80,6 +83,7 @@ impl Device {
         Device {
             client,
             greeting: Value::Null,
+            seen: Vec::new(),
             events,
         }
     }
@@ -88,7 +92,11 @@ impl Device {
     pub async fn expect(&mut self, name: &str) -> Value {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+            let next = tokio::time::timeout_at(deadline, self.events.recv()).await;
+            if let Ok(Some(event)) = &next {
+                self.seen.push(event.clone());
+            }
+            match next {
                 Ok(Some((event, value))) if event == name => return value,
                 Ok(Some((other, v))) => {
                     if std::env::var_os("JIBBER_TEST_TRACE").is_some() {
@@ -115,7 +123,10 @@ impl Device {
     /// The next event, whatever it is.
     pub async fn expect_any(&mut self) -> (String, Value) {
         match tokio::time::timeout(WAIT, self.events.recv()).await {
-            Ok(Some(event)) => event,
+            Ok(Some(event)) => {
+                self.seen.push(event.clone());
+                event
+            }
             Ok(None) => panic!("socket closed while waiting for an event"),
             Err(_) => panic!("no event within {WAIT:?}"),
         }
