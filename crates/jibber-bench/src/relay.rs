@@ -177,8 +177,7 @@ pub async fn run(target: &Target, cfg: &Config) -> anyhow::Result<Report> {
 
     let mut receivers = Vec::new();
     let mut senders = Vec::new();
-    for (p, ((sender, mut sender_events), (receiver, receiver_events))) in
-        pairs.iter().zip(sockets.into_iter())
+    for (p, ((sender, mut sender_events), (receiver, receiver_events))) in pairs.iter().zip(sockets)
     {
         // The sender's own events (messageSent) are read and dropped: an unread channel would
         // stall its connection.

@@ -307,10 +307,10 @@ impl Harness {
                         self.progress.send_modify(|p| p.received += 1);
                     }
                 }
-                Event::Delivered(d) => {
-                    if log.delivered.insert(d.message_id) && log.acked.contains(&d.message_id) {
-                        self.progress.send_modify(|p| p.delivered += 1);
-                    }
+                Event::Delivered(d)
+                    if log.delivered.insert(d.message_id) && log.acked.contains(&d.message_id) =>
+                {
+                    self.progress.send_modify(|p| p.delivered += 1);
                 }
                 Event::Connection(Connection::Online) => {
                     self.progress.send_modify(|p| p.connects[user] += 1);
@@ -572,6 +572,7 @@ async fn acknowledged_messages_survive_sigkill_exactly_once_and_in_order() {
     // What the clients saw. Each queued message reached `Sent` (every `Sent` of one message
     // names the same stored message), one sender's messages in the order queued.
     let mut acked: HashMap<(Uuid, String), (String, Uuid, i64)> = HashMap::new();
+    #[allow(clippy::needless_range_loop)] // `user` also names the user in the messages
     for user in 0..users {
         let log = h.log(user);
         assert_eq!(log.queued.len(), per_client);

@@ -65,23 +65,6 @@ impl<'de> Deserialize<'de> for B64 {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn round_trip_and_rejects_padding() {
-        let v = B64(vec![0xfb, 0xff, 0x01]);
-        let json = serde_json::to_string(&v).expect("serialize");
-        assert_eq!(json, "\"-_8B\"");
-        let back: B64 = serde_json::from_str(&json).expect("deserialize");
-        assert_eq!(back, v);
-        assert!(serde_json::from_str::<B64>("\"-_8B==\"").is_err());
-        assert!(serde_json::from_str::<B64>("\"+/8B\"").is_err());
-        assert_eq!(format!("{v:?}"), "B64(3 bytes)");
-    }
-}
-
 /// In the OpenAPI document: a base64url string without padding whose last character carries no
 /// stray bits (what [`B64::decode`] accepts).
 #[cfg(feature = "openapi")]
@@ -101,5 +84,22 @@ impl utoipa::PartialSchema for B64 {
 impl utoipa::ToSchema for B64 {
     fn name() -> std::borrow::Cow<'static, str> {
         std::borrow::Cow::Borrowed("B64")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_rejects_padding() {
+        let v = B64(vec![0xfb, 0xff, 0x01]);
+        let json = serde_json::to_string(&v).expect("serialize");
+        assert_eq!(json, "\"-_8B\"");
+        let back: B64 = serde_json::from_str(&json).expect("deserialize");
+        assert_eq!(back, v);
+        assert!(serde_json::from_str::<B64>("\"-_8B==\"").is_err());
+        assert!(serde_json::from_str::<B64>("\"+/8B\"").is_err());
+        assert_eq!(format!("{v:?}"), "B64(3 bytes)");
     }
 }
