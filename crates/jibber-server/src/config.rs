@@ -703,7 +703,12 @@ impl Settings {
                 "max_message_bytes: {msg} does not fit in max_body_bytes {body} once base64-encoded"
             ));
         }
+        // Only PostgreSQL has a statement timeout (SQLite statements are not cancelled).
+        let on_postgres = database_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"));
         if let (Some(statement), Some(request)) = (database_statement_timeout, request_timeout)
+            && on_postgres
             && !statement.is_zero()
             && statement >= request
         {
@@ -1008,6 +1013,7 @@ mod tests {
         }
         assert_eq!(err.0.len(), 3, "{text}");
         let err = load(&[
+            ("JIBBER_DATABASE_URL", "postgres://db/jibber"),
             ("JIBBER_DATABASE_STATEMENT_TIMEOUT", "30s"),
             ("JIBBER_REQUEST_TIMEOUT", "30s"),
         ])
@@ -1016,6 +1022,8 @@ mod tests {
             err.to_string().contains("database_statement_timeout"),
             "{err}"
         );
+        // SQLite has no statement timeout: a short request timeout is fine there.
+        load(&[("JIBBER_REQUEST_TIMEOUT", "1s")]).expect("SQLite with a 1-s request timeout");
     }
 
     #[test]
