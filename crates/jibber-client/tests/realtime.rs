@@ -378,25 +378,7 @@ async fn a_key_rotation_keeps_old_messages_readable_and_warns_the_peer() {
     bob.send_text(chat, &alice_public, "after rotation", "r-2")
         .await
         .expect("send with new keys");
-    // The restarted client may notice the new keys before it is online (reading its chats) or
-    // with the message.
-    let key_changed = |e: &Event| matches!(e, Event::KeyChanged { user } if *user == bob_id);
-    if !seen.iter().any(key_changed) {
-        until(&mut a_rx, &mut seen, "key change warning", |e| {
-            key_changed(e).then_some(())
-        })
-        .await;
-    }
-    assert_eq!(
-        seen.iter().filter(|e| key_changed(e)).count(),
-        1,
-        "warned once"
-    );
-    let second = |e: &Event| text_of(e).filter(|(_, seq, _)| *seq == 2);
-    let (_, _, text) = match seen.iter().find_map(second) {
-        Some(found) => found,
-        None => until(&mut a_rx, &mut seen, "second message", second).await,
-    };
+    let text = warned_then_second(&mut a_rx, &mut seen, bob_id).await;
     assert_eq!(text, "after rotation");
     // The old message still decrypts for alice too, though bob's directory keys changed.
     let history = alice.history(chat, None, 10).await.expect("history");
@@ -668,25 +650,7 @@ async fn a_key_change_between_two_runs_is_still_announced() {
     bob.send_text(chat, &alice_public, "after rotation", "p-2")
         .await
         .expect("send with the new keys");
-    // The restarted client may notice the new keys while it catches up, before it is online,
-    // or with the message.
-    let key_changed = |e: &Event| matches!(e, Event::KeyChanged { user } if *user == bob_id);
-    if !seen.iter().any(key_changed) {
-        until(&mut a_rx, &mut seen, "key change warning", |e| {
-            key_changed(e).then_some(())
-        })
-        .await;
-    }
-    assert_eq!(
-        seen.iter().filter(|e| key_changed(e)).count(),
-        1,
-        "warned once"
-    );
-    let second = |e: &Event| text_of(e).filter(|(_, seq, _)| *seq == 2);
-    let (_, _, text) = match seen.iter().find_map(second) {
-        Some(found) => found,
-        None => until(&mut a_rx, &mut seen, "second message", second).await,
-    };
+    let text = warned_then_second(&mut a_rx, &mut seen, bob_id).await;
     assert_eq!(text, "after rotation");
     let texts: Vec<String> = alice
         .history(chat, None, 10)
@@ -706,4 +670,32 @@ async fn a_key_change_between_two_runs_is_still_announced() {
     }
     alice.shutdown().await;
     s.stop().await;
+}
+
+/// Waits for `peer`'s key-change warning and then the chat's second message, whose text it
+/// returns. A restarted client may notice the new keys while it catches up, before it is online,
+/// so both may be in `seen` already. The warning must come once.
+async fn warned_then_second(
+    rx: &mut tokio::sync::mpsc::Receiver<Event>,
+    seen: &mut Vec<Event>,
+    peer: Uuid,
+) -> String {
+    let key_changed = |e: &Event| matches!(e, Event::KeyChanged { user } if *user == peer);
+    if !seen.iter().any(key_changed) {
+        until(rx, seen, "key change warning", |e| {
+            key_changed(e).then_some(())
+        })
+        .await;
+    }
+    assert_eq!(
+        seen.iter().filter(|e| key_changed(e)).count(),
+        1,
+        "warned once"
+    );
+    let second = |e: &Event| text_of(e).filter(|(_, seq, _)| *seq == 2);
+    let (_, _, text) = match seen.iter().find_map(second) {
+        Some(found) => found,
+        None => until(rx, seen, "second message", second).await,
+    };
+    text
 }
