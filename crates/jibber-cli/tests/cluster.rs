@@ -6,6 +6,8 @@
 //! node). One node is killed with SIGKILL; the device that was on it reaches the nodes through a
 //! TCP proxy that sends new connections to another node once it is gone, as a load balancer does.
 
+#[path = "../../jibber-client/tests/common/log.rs"]
+mod log;
 #[path = "../../jibber-store-postgres/tests/common/mod.rs"]
 mod pg;
 #[allow(dead_code)] // The fault injection is not used here, only the forwarding.
@@ -21,10 +23,10 @@ mod helpers {
     }
 }
 
+use log::Log;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jibber_client::realtime::{Client, Connection, Event, MessageState, Options, Presence};
@@ -241,61 +243,6 @@ async fn unread(base: &str, token: &str, chat: Uuid) -> i64 {
         .expect("the chat is listed")
 }
 
-/// Every event of an SDK client, collected as it comes (the client never waits for the test).
-#[derive(Clone)]
-struct Log {
-    events: Arc<Mutex<Vec<Event>>>,
-    changed: tokio::sync::watch::Sender<usize>,
-}
-
-impl Log {
-    fn collect(mut rx: tokio::sync::mpsc::Receiver<Event>) -> Log {
-        let log = Log {
-            events: Arc::default(),
-            changed: tokio::sync::watch::channel(0).0,
-        };
-        let writer = log.clone();
-        tokio::spawn(async move {
-            while let Some(e) = rx.recv().await {
-                let n = {
-                    let mut events = writer.events.lock().unwrap_or_else(|e| e.into_inner());
-                    events.push(e);
-                    events.len()
-                };
-                writer.changed.send_replace(n);
-            }
-        });
-        log
-    }
-
-    fn snapshot(&self) -> Vec<Event> {
-        self.events
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Waits (at most `sio::WAIT`) until `pick` finds something in the events so far.
-    async fn wait<T>(&self, what: &str, pick: impl Fn(&[Event]) -> Option<T>) -> T {
-        let mut rx = self.changed.subscribe();
-        let found = tokio::time::timeout(sio::WAIT, async {
-            loop {
-                if let Some(t) = pick(&self.snapshot()) {
-                    return Some(t);
-                }
-                if rx.changed().await.is_err() {
-                    return None;
-                }
-            }
-        })
-        .await;
-        match found {
-            Ok(Some(t)) => t,
-            _ => panic!("timed out waiting for {what}; saw {:#?}", self.snapshot()),
-        }
-    }
-}
-
 /// Position of the first event at or after `from` that `pick` accepts.
 fn position(events: &[Event], from: usize, pick: impl Fn(&Event) -> bool) -> Option<usize> {
     events
@@ -391,9 +338,9 @@ async fn three_nodes_share_messages_presence_and_survive_a_killed_node() {
     )
     .await
     .expect("the client starts");
-    let a2_log = Log::collect(a2_events);
+    let a2_log = Log::collect(a2_events, sio::WAIT);
     a2_log
-        .wait("Alice's second device online", |es| {
+        .wait_for("Alice's second device online", |es| {
             es.iter().any(is_online).then_some(())
         })
         .await;
@@ -411,7 +358,7 @@ async fn three_nodes_share_messages_presence_and_survive_a_killed_node() {
     let announced = a1.expect("newConversation").await;
     assert_eq!(announced["id"], json!(chat));
     a2_log
-        .wait("newConversation on node 3", |es| {
+        .wait_for("newConversation on node 3", |es| {
             es.iter()
                 .any(|e| matches!(e, Event::NewChat(c) if c.id == chat))
                 .then_some(())
@@ -427,7 +374,7 @@ async fn three_nodes_share_messages_presence_and_survive_a_killed_node() {
     let on = a1.expect("userOnline").await;
     assert_eq!(on["userId"], json!(bob.id));
     a2_log
-        .wait("Bob offline, then online, on node 3", |es| {
+        .wait_for("Bob offline, then online, on node 3", |es| {
             let off = position(es, before, |e| is_presence(e, bob.id, false))?;
             position(es, off, |e| is_presence(e, bob.id, true))
         })
@@ -451,7 +398,7 @@ async fn three_nodes_share_messages_presence_and_survive_a_killed_node() {
     let typing = a1.expect("userTyping").await;
     assert_eq!(typing["userId"], json!(bob.id));
     a2_log
-        .wait("Bob typing, on node 3", |es| {
+        .wait_for("Bob typing, on node 3", |es| {
             es.iter()
                 .any(|e| {
                     matches!(e, Event::Typing(t)
@@ -471,7 +418,7 @@ async fn three_nodes_share_messages_presence_and_survive_a_killed_node() {
         .await;
     // The sender's other devices, on node 3.
     a2_log
-        .wait("Alice's own message on node 3", |es| {
+        .wait_for("Alice's own message on node 3", |es| {
             shown(es, chat).contains(&seq).then_some(())
         })
         .await;
@@ -494,7 +441,7 @@ async fn three_nodes_share_messages_presence_and_survive_a_killed_node() {
     let d = a1.expect("messageDelivered").await;
     assert_eq!(d["sequenceNumber"], json!(seq2));
     a2_log
-        .wait("delivered, on node 3", |es| {
+        .wait_for("delivered, on node 3", |es| {
             es.iter()
                 .any(|e| matches!(e, Event::Delivered(d) if d.sequence_number == seq2))
                 .then_some(())
@@ -511,7 +458,7 @@ async fn three_nodes_share_messages_presence_and_survive_a_killed_node() {
     assert_eq!(r["upToSequence"], json!(seq2));
     assert_eq!(r["reader"], json!(bob.id));
     a2_log
-        .wait("read, on node 3", |es| {
+        .wait_for("read, on node 3", |es| {
             es.iter()
                 .any(|e| {
                     matches!(e, Event::Read(r) if r.up_to_sequence == seq2 && r.reader == bob.id)
@@ -568,7 +515,7 @@ async fn three_nodes_share_messages_presence_and_survive_a_killed_node() {
     // Alice's SDK device on node 3 was handed every message of the chat, in order, once each.
     let whole: Vec<i64> = (1..=i64::try_from(total).expect("small")).collect();
     a2_log
-        .wait("the whole chat on node 3", |es| {
+        .wait_for("the whole chat on node 3", |es| {
             (shown(es, chat).len() >= whole.len()).then_some(())
         })
         .await;
@@ -630,7 +577,7 @@ async fn three_nodes_share_messages_presence_and_survive_a_killed_node() {
     }
     let first = written[0].clone();
     let stored_before = a2_log
-        .wait("the first write stored", |es| {
+        .wait_for("the first write stored", |es| {
             let sent = sent(es);
             sent.contains_key(&first).then_some(sent.len())
         })
@@ -655,7 +602,7 @@ async fn three_nodes_share_messages_presence_and_survive_a_killed_node() {
     // messages is stored once, in the order written, with the id and sequence it was told;
     // every message of Bob's reached it.
     a2_log
-        .wait("Alice's second device back online", |es| {
+        .wait_for("Alice's second device back online", |es| {
             (es.iter().filter(|e| is_online(e)).count() > onlines_before).then_some(())
         })
         .await;
@@ -667,14 +614,14 @@ async fn three_nodes_share_messages_presence_and_survive_a_killed_node() {
         "the device reconnected to node 1"
     );
     let acked = a2_log
-        .wait("every write stored", |es| {
+        .wait_for("every write stored", |es| {
             let sent = sent(es);
             written.iter().all(|t| sent.contains_key(t)).then_some(sent)
         })
         .await;
     assert!(a2.unsent().await.expect("outbox").is_empty());
     a2_log
-        .wait("every message of Bob's on Alice's second device", |es| {
+        .wait_for("every message of Bob's on Alice's second device", |es| {
             let seqs: HashSet<i64> = shown(es, chat).into_iter().collect();
             from_bob.iter().all(|s| seqs.contains(s)).then_some(())
         })

@@ -9,17 +9,17 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::log::Log;
 use common::proxy::{BIG_SEND, Fault, Proxy};
 use common::{session, user};
 use jibber_client::realtime::{Client, Connection, Event, MessageState, Options};
 use jibber_client::sio::Transport;
 use jibber_proto::api::{DeliveryStatus, Message};
 use jibber_server::testing::TestServer;
-use tokio::sync::watch;
 use uuid::Uuid;
 
 /// Generous: the CI machine is a loaded 2-core box running other tests.
@@ -28,62 +28,6 @@ const WAIT: Duration = Duration::from_secs(30);
 const CUTS: usize = 3;
 /// Messages each client writes per round (one round per fault).
 const PER_ROUND: usize = 6;
-
-/// Every event a client emitted, collected as it comes (so the client never waits for the test).
-#[derive(Clone)]
-struct Log {
-    events: Arc<Mutex<Vec<Event>>>,
-    changed: watch::Sender<usize>,
-}
-
-impl Log {
-    fn collect(mut rx: tokio::sync::mpsc::Receiver<Event>) -> Log {
-        let log = Log {
-            events: Arc::default(),
-            changed: watch::channel(0).0,
-        };
-        let writer = log.clone();
-        tokio::spawn(async move {
-            while let Some(e) = rx.recv().await {
-                let n = {
-                    let mut events = writer.events.lock().unwrap_or_else(|e| e.into_inner());
-                    events.push(e);
-                    events.len()
-                };
-                writer.changed.send_replace(n);
-            }
-        });
-        log
-    }
-
-    fn snapshot(&self) -> Vec<Event> {
-        self.events
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Waits (at most [`WAIT`]) until `done` holds for the events so far.
-    async fn wait(&self, what: &str, done: impl Fn(&[Event]) -> bool) {
-        let mut rx = self.changed.subscribe();
-        let ok = tokio::time::timeout(WAIT, async {
-            loop {
-                if done(&self.snapshot()) {
-                    return;
-                }
-                if rx.changed().await.is_err() {
-                    return;
-                }
-            }
-        })
-        .await;
-        assert!(
-            ok.is_ok() && done(&self.snapshot()),
-            "timed out waiting for {what}; saw {:#?}",
-            self.snapshot()
-        );
-    }
-}
 
 /// One side of the conversation.
 struct Peer {
@@ -104,7 +48,7 @@ impl Peer {
         };
         let id = session.user().id;
         let (client, rx) = Client::start(session, opts).await.expect("client starts");
-        let log = Log::collect(rx);
+        let log = Log::collect(rx, WAIT);
         log.wait("online", |es| es.iter().any(is_online)).await;
         Peer {
             id,

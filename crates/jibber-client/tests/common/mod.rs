@@ -2,6 +2,7 @@
 
 #![allow(dead_code)] // each test file uses a part
 
+pub mod log;
 pub mod proxy;
 
 use std::time::Duration;
