@@ -133,15 +133,11 @@ impl App {
         // The whole shutdown, from the signal to the exit, takes at most `shutdown_timeout`:
         // the gateway's part gets what is left after a reserve for draining requests.
         let timeout = state.settings.shutdown_timeout;
-        let (began_tx, began_rx) = tokio::sync::oneshot::channel::<tokio::time::Instant>();
-        let began = std::sync::Arc::new(std::sync::OnceLock::new());
-        let began_at = began.clone();
+        let (began_tx, mut began) = tokio::sync::watch::channel(None::<tokio::time::Instant>);
         let flag = state.clone();
         let signal = async move {
             shutdown.await;
-            let now = tokio::time::Instant::now();
-            let _ = began_at.set(now);
-            let _ = began_tx.send(now);
+            began_tx.send_replace(Some(tokio::time::Instant::now()));
             flag.shutting_down.store(true, Ordering::Relaxed);
             tracing::info!("shutting down: no new connections, finishing requests in flight");
             let gateway_budget = timeout.mul_f64(0.7);
@@ -165,17 +161,17 @@ impl App {
         tokio::select! {
             res = &mut server => res.context("server failed")?,
             () = async {
-                match began_rx.await {
-                    Ok(began) => tokio::time::sleep_until(began + timeout.mul_f64(0.9)).await,
+                match began.wait_for(Option::is_some).await.map(|b| *b) {
+                    Ok(Some(at)) => tokio::time::sleep_until(at + timeout.mul_f64(0.9)).await,
                     // The server ended without a shutdown signal: the other branch reports it.
-                    Err(_) => std::future::pending().await,
+                    _ => std::future::pending().await,
                 }
             } => tracing::warn!(?timeout, "work still in flight at the shutdown timeout; stopping anyway"),
         }
         janitor.abort();
         // Closing waits for a batch being committed; it too stays within the deadline.
-        let left = began.get().map_or(timeout, |b: &tokio::time::Instant| {
-            (*b + timeout).saturating_duration_since(tokio::time::Instant::now())
+        let left = (*began.borrow()).map_or(timeout, |at| {
+            (at + timeout).saturating_duration_since(tokio::time::Instant::now())
         });
         if tokio::time::timeout(left.max(Duration::from_millis(500)), self.store.close())
             .await
