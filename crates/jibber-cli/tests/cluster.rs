@@ -29,7 +29,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use jibber_client::realtime::{Client, Connection, Event, MessageState, Options, Presence};
+use jibber_client::realtime::{Client, Connection, Event, Options, Presence};
 use jibber_proto::B64;
 use rust_socketio::TransportType;
 use serde_json::{Value, json};
@@ -283,21 +283,7 @@ fn shown(events: &[Event], chat: Uuid) -> Vec<i64> {
 
 /// tempMessageId → (message id, sequence) of the client's messages the server stored.
 fn sent(events: &[Event]) -> HashMap<String, (Uuid, i64)> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::State {
-                temp_id,
-                state:
-                    MessageState::Sent {
-                        message_id,
-                        sequence,
-                    },
-                ..
-            } => Some((temp_id.clone(), (*message_id, *sequence))),
-            _ => None,
-        })
-        .collect()
+    log::sent_states(events).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

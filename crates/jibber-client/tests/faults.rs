@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::log::Log;
+use common::log::{Log, sent_states};
 use common::proxy::{BIG_SEND, Fault, Proxy};
 use common::{session, user};
-use jibber_client::realtime::{Client, Connection, Event, MessageState, Options};
+use jibber_client::realtime::{Client, Connection, Event, Options};
 use jibber_client::sio::Transport;
 use jibber_proto::api::{DeliveryStatus, Message};
 use jibber_server::testing::TestServer;
@@ -67,22 +67,7 @@ impl Peer {
 
     /// tempMessageId → (message id, sequence) of every `Sent` state.
     fn sent(events: &[Event]) -> HashMap<String, (Uuid, i64)> {
-        Self::sent_states(events).collect()
-    }
-
-    fn sent_states(events: &[Event]) -> impl Iterator<Item = (String, (Uuid, i64))> + '_ {
-        events.iter().filter_map(|e| match e {
-            Event::State {
-                temp_id,
-                state:
-                    MessageState::Sent {
-                        message_id,
-                        sequence,
-                    },
-                ..
-            } => Some((temp_id.clone(), (*message_id, *sequence))),
-            _ => None,
-        })
+        sent_states(events).collect()
     }
 
     /// The messages shown to the application: (sender, sequence, label).
@@ -161,7 +146,7 @@ async fn converge_through(fault: Fault, transport: Transport) -> Arc<Proxy> {
             p.client.unsent().await.expect("outbox").is_empty(),
             "the outbox drained"
         );
-        let states = Peer::sent_states(&p.log.snapshot()).count();
+        let states = sent_states(&p.log.snapshot()).count();
         assert_eq!(states, temps.len(), "each message turned Sent once");
     }
     // Each receiver saw the other's messages, once each, in order, and nothing of its own.

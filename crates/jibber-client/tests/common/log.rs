@@ -7,8 +7,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jibber_client::realtime::Event;
+use jibber_client::realtime::{Event, MessageState};
 use tokio::sync::{mpsc, watch};
+use uuid::Uuid;
 
 #[derive(Clone)]
 pub struct Log {
@@ -73,4 +74,20 @@ impl Log {
         self.wait_for(what, |events| done(events).then_some(()))
             .await;
     }
+}
+
+/// (tempMessageId, (message id, sequence)) of every `Sent` state among `events`.
+pub fn sent_states(events: &[Event]) -> impl Iterator<Item = (String, (Uuid, i64))> + '_ {
+    events.iter().filter_map(|e| match e {
+        Event::State {
+            temp_id,
+            state:
+                MessageState::Sent {
+                    message_id,
+                    sequence,
+                },
+            ..
+        } => Some((temp_id.clone(), (*message_id, *sequence))),
+        _ => None,
+    })
 }
