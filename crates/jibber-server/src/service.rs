@@ -95,21 +95,22 @@ pub async fn send_message(
     origin: Option<Sid>,
 ) -> ApiResult<Sent> {
     let mut msg = new_message(state.settings.max_message_bytes, sender, chat_id, req)?;
-    // Held until the fan-out below is queued: devices get the chat's messages in order.
-    let _order = state.realtime.send_order.lock(chat_id).await;
+    // This chat's sends queue in the store one at a time and fan out in the same order, but
+    // commit together (realtime/order.rs): devices get the chat's messages in order.
+    let mut turn = state.realtime.send_order.lock(chat_id).await;
     msg.created_at = now_ms();
     let count_unread = !state.realtime.chat_open(msg.receiver, chat_id).await;
-    let sent = state
-        .store
-        .send_message(msg, count_unread)
-        .await
-        .map_err(|e| match e {
-            StoreError::Conflict(_) => ApiError::new(
-                ErrorCode::Conflict,
-                "tempMessageId: already used for a message in another chat",
-            ),
-            other => chat_not_found(other),
-        })?;
+    let queued = state.store.queue_message(msg, count_unread).await;
+    turn.queued();
+    let stored = queued.await;
+    turn.wait_previous().await;
+    let sent = stored.map_err(|e| match e {
+        StoreError::Conflict(_) => ApiError::new(
+            ErrorCode::Conflict,
+            "tempMessageId: already used for a message in another chat",
+        ),
+        other => chat_not_found(other),
+    })?;
     metrics::counter!("jibber_messages_total", "result" => if sent.duplicate { "duplicate" } else { "stored" })
         .increment(1);
     notify::message_stored(state, &sent, origin);

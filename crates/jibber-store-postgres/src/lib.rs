@@ -44,8 +44,8 @@ use jibber_store::batch::{DeliveryRequest, GroupCommit, MAX_BATCH, SendRequest};
 use jibber_store::feed::{self, FeedRow};
 use jibber_store::util::{from_ms, like_escape, to_ms};
 use jibber_store::{
-    ChatCursor, ChatForUser, NewMessage, NewRefreshToken, NewUser, PendingLogin, RefreshCheck,
-    Result, Sent, Store, StoreError, UserRecord,
+    ChatCursor, ChatForUser, NewMessage, NewRefreshToken, NewUser, PendingLogin, QueuedSend,
+    RefreshCheck, Result, Sent, Store, StoreError, UserRecord,
 };
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Postgres, Row, Transaction};
@@ -1077,13 +1077,23 @@ impl Store for PgStore {
     }
 
     async fn send_message(&self, m: NewMessage, count_unread: bool) -> Result<Sent> {
-        let _t = Timer::start("send_message");
-        self.sends
-            .submit(SendRequest {
+        self.queue_message(m, count_unread).await.await
+    }
+
+    async fn queue_message(&self, m: NewMessage, count_unread: bool) -> QueuedSend {
+        let t = Timer::start("send_message");
+        let queued = self
+            .sends
+            .enqueue(SendRequest {
                 msg: m,
                 count_unread,
             })
-            .await
+            .await;
+        Box::pin(async move {
+            let answer = queued.answer().await;
+            drop(t);
+            answer
+        })
     }
 
     async fn send_messages(&self, sends: Vec<SendRequest>) -> Vec<Result<Sent>> {

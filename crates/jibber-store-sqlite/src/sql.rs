@@ -94,16 +94,20 @@ pub const MESSAGE_ID_BY_TEMP_ID: &str =
 pub const OTHER_MEMBER: &str =
     "SELECT other_id FROM chat_members WHERE chat_id = ?1 AND user_id = ?2";
 
-/// Assigns the chat's next sequence number atomically and records the activity.
-pub const NEXT_SEQ: &str = "UPDATE chats SET next_seq = next_seq + 1, updated_at = ?2 WHERE id = ?1 RETURNING next_seq - 1";
+/// A chat's next sequence number, read once per batch by the batch writer (which is the only
+/// writer while it runs) and written back with [`SET_NEXT_SEQ`].
+pub const CHAT_NEXT_SEQ: &str = "SELECT next_seq FROM chats WHERE id = ?1";
+
+pub const SET_NEXT_SEQ: &str = "UPDATE chats SET next_seq = ?2, updated_at = ?3 WHERE id = ?1";
 
 pub const INSERT_MESSAGE: &str = "INSERT INTO messages (id, chat_id, seq, sender_id, receiver_id, cipher, iv, signature, \
      sender_public_id_key, sender_public_signing_key, receiver_public_id_key, client_timestamp, temp_message_id, created_at, counts_unread) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
 
-/// Moves both members' activity and counts the message as unread for the receiver.
+/// Moves both members' activity and adds a batch's unread messages to each member's count
+/// (`?3` gets `?4` more, `?5` gets `?6` more).
 pub const TOUCH_MEMBERS: &str = "UPDATE chat_members SET last_activity = ?2, \
-     unread_count = unread_count + (CASE WHEN user_id = ?3 AND ?4 THEN 1 ELSE 0 END) \
+     unread_count = unread_count + (CASE user_id WHEN ?3 THEN ?4 WHEN ?5 THEN ?6 ELSE 0 END) \
      WHERE chat_id = ?1";
 
 pub static HISTORY: LazyLock<String> = LazyLock::new(|| {
@@ -135,6 +139,12 @@ pub const RECOUNT_UNREAD: &str = "UPDATE chat_members SET \
 pub const BUMP_CHANGE_SEQ: &str =
     "UPDATE users SET change_seq = change_seq + 1 WHERE id = ?1 RETURNING change_seq";
 
+/// A user's feed cursor, read once per batch by the batch writer and written back with
+/// [`SET_CHANGE_SEQ`].
+pub const CHANGE_SEQ: &str = "SELECT change_seq FROM users WHERE id = ?1";
+
+pub const SET_CHANGE_SEQ: &str = "UPDATE users SET change_seq = ?2 WHERE id = ?1";
+
 pub const INSERT_CHANGE: &str = "INSERT INTO user_changes (user_id, seq, kind, chat_id, message_id, actor_id, up_to_seq, at) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
@@ -156,6 +166,11 @@ pub fn hot_queries() -> Vec<(&'static str, String)> {
         ("recount_unread", RECOUNT_UNREAD.to_owned()),
         ("mark_delivered", MARK_DELIVERED.to_owned()),
         ("feed", FEED.to_owned()),
+        ("chat_next_seq", CHAT_NEXT_SEQ.to_owned()),
+        ("set_next_seq", SET_NEXT_SEQ.to_owned()),
+        ("touch_members", TOUCH_MEMBERS.to_owned()),
+        ("change_seq", CHANGE_SEQ.to_owned()),
+        ("set_change_seq", SET_CHANGE_SEQ.to_owned()),
         ("is_member", IS_MEMBER.to_owned()),
         ("chat_peers", CHAT_PEERS.to_owned()),
         ("contacts", CONTACTS.to_owned()),

@@ -126,10 +126,19 @@ where
 
     /// Queues a write and waits until the transaction holding it has committed (or failed).
     pub async fn submit(&self, request: R) -> Result<A> {
-        self.submit_many(vec![request])
-            .await
-            .pop()
-            .unwrap_or_else(|| Err(stopped()))
+        self.enqueue(request).await.answer().await
+    }
+
+    /// Queues a write and returns as soon as it is queued: writes queued one after another
+    /// are written in that order (in one batch or in consecutive ones), so a caller may queue
+    /// its next write before the first has committed. Awaiting [`Queued::answer`] gives the
+    /// answer after the commit.
+    pub async fn enqueue(&self, request: R) -> Queued<A> {
+        let (reply, answer) = oneshot::channel();
+        match self.queue.send((vec![request], reply)).await {
+            Ok(()) => Queued(Some(answer)),
+            Err(_) => Queued(None),
+        }
     }
 
     /// Queues writes that are made in one transaction (with whatever else is queued), in
@@ -146,6 +155,25 @@ where
         match answer.await {
             Ok(answers) if answers.len() == n => answers,
             _ => (0..n).map(|_| Err(stopped())).collect(),
+        }
+    }
+}
+
+/// A write queued by [`GroupCommit::enqueue`], not yet answered.
+#[must_use = "a queued write is answered only when awaited"]
+pub struct Queued<A>(Option<oneshot::Receiver<Vec<Result<A>>>>);
+
+impl<A> Queued<A> {
+    /// Waits until the transaction holding the write has committed (or failed).
+    pub async fn answer(self) -> Result<A> {
+        let Some(answer) = self.0 else {
+            return Err(stopped());
+        };
+        match answer.await {
+            Ok(mut answers) if answers.len() == 1 => {
+                answers.pop().unwrap_or_else(|| Err(stopped()))
+            }
+            _ => Err(stopped()),
         }
     }
 }

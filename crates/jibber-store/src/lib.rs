@@ -49,6 +49,9 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// A send queued by [`Store::queue_message`]: awaiting it gives the answer once it is committed.
+pub type QueuedSend = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Sent>> + Send>>;
+
 /// A stored account.
 #[derive(Clone, PartialEq, Eq)]
 pub struct UserRecord {
@@ -313,6 +316,15 @@ pub trait Store: Send + Sync + 'static {
     /// a repeated `(sender, tempMessageId)`. `count_unread` is false when the receiver has the
     /// chat open on some device.
     async fn send_message(&self, msg: NewMessage, count_unread: bool) -> Result<Sent>;
+    /// [`Store::send_message`] in two steps, for pipelining: returns once the send is queued,
+    /// and the returned future answers once it is committed. Sends queued one after another
+    /// (each call returned before the next began) are stored in that order, so a chat's
+    /// sequence numbers follow it, while they commit together. The default stores the message
+    /// before it returns.
+    async fn queue_message(&self, msg: NewMessage, count_unread: bool) -> QueuedSend {
+        let answer = self.send_message(msg, count_unread).await;
+        Box::pin(std::future::ready(answer))
+    }
     /// Several sends, each with the semantics of [`Store::send_message`] and its own answer
     /// (one failing send does not fail the others), in order. The backends write them in one
     /// transaction (group commit, see [`batch`]); keep batches to a few hundred sends.
