@@ -67,7 +67,6 @@ use std::{
 use crate::{config::EngineIoConfig, errors::Error};
 use bytes::Bytes;
 use engineioxide_core::{Packet, PacketBuf, ProtocolVersion, Str, TransportType};
-use futures_util::FutureExt;
 use http::request::Parts;
 use smallvec::{SmallVec, smallvec};
 use tokio::sync::{
@@ -78,6 +77,37 @@ use tokio::sync::{
 
 pub use engineioxide_core::Sid;
 use tokio_util::sync::CancellationToken;
+
+/// Jibber patch: the heartbeat's pong signal, one pending pong at most (what a
+/// `mpsc::channel(1)` of `()` was, at 512 bytes per session: tokio allocates a channel's block
+/// of 32 slots and its cache-padded state up front; BENCHMARKS.md, memory per idle connection).
+#[derive(Debug, Default)]
+pub(crate) struct Pong {
+    got: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Pong {
+    /// A pong (or, in v3, a ping) arrived. A second one before it is taken is the same news.
+    pub(crate) fn signal(&self) {
+        self.got.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.notify.notify_one();
+    }
+
+    /// Takes a pending pong, if there is one.
+    pub(crate) fn take(&self) -> bool {
+        self.got.swap(false, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits for the next pong (at once if one is pending) and takes it.
+    pub(crate) async fn wait(&self) {
+        // `notify_one` keeps a permit when nobody waits, so a pong between `take` and
+        // `notified` is not missed; a stale permit only makes the loop look again.
+        while !self.take() {
+            self.notify.notified().await;
+        }
+    }
+}
 
 /// A [`DisconnectReason`] represents the reason why a [`Socket`] was closed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,12 +256,9 @@ where
     /// message is retained; subsequent volatile sends overwrite the previous one.
     volatile_tx: watch::Sender<Option<Queued>>,
 
-    /// Internal channel to receive Pong [`Packets`](Packet) (v4 protocol) or Ping (v3 protocol) in the heartbeat job
-    /// which is running in a separate task
-    heartbeat_rx: Mutex<Receiver<()>>,
-    /// Channel to send Ping [`Packets`](Packet) (v4 protocol) or Ping (v3 protocol) from the connexion to the heartbeat job
-    /// which is running in a separate task
-    pub(crate) heartbeat_tx: mpsc::Sender<()>,
+    /// Pong [`Packets`](Packet) (v4 protocol) or Ping (v3 protocol) seen by the connection,
+    /// for the heartbeat job. Jibber patch: was a `mpsc::channel(1)` of `()` ([`Pong`]).
+    pub(crate) heartbeat: Pong,
 
     /// A cancellation token that will be triggered when the socket is being closed.
     pub(crate) cancellation_token: CancellationToken,
@@ -261,7 +288,6 @@ where
         supports_binary: bool,
     ) -> Self {
         let (internal_tx, internal_rx) = mpsc::channel(config.max_buffer_size);
-        let (heartbeat_tx, heartbeat_rx) = mpsc::channel(1);
         let (volatile_tx, volatile_rx) = watch::channel(None);
 
         Self {
@@ -275,8 +301,7 @@ where
 
             volatile_tx,
 
-            heartbeat_rx: Mutex::new(heartbeat_rx),
-            heartbeat_tx,
+            heartbeat: Pong::default(),
             cancellation_token: CancellationToken::new(),
 
             close_fn,
@@ -317,22 +342,27 @@ where
     ///
     /// Keep a handle to the job so that it can be aborted when the socket is closed
     pub(crate) fn spawn_heartbeat(self: Arc<Self>, interval: Duration, timeout: Duration) {
-        let cancellation_token = self.cancellation_token.clone();
-
-        tokio::spawn(
-            cancellation_token
-                .run_until_cancelled_owned(async move {
-                    if let Err(_e) = self.heartbeat_job(interval, timeout).await {
+        // Jibber patch: a `select!` on the token instead of `run_until_cancelled_owned`, whose
+        // future was 1,272 bytes against 384 for the job itself; this task lives as long as
+        // the connection (BENCHMARKS.md, memory per idle connection).
+        tokio::spawn(async move {
+            tokio::select! {
+                biased;
+                () = self.cancellation_token.cancelled() => {
+                    #[cfg(feature = "tracing")]
+                    tracing::debug!(aborted = true, "heartbeat job completed");
+                }
+                res = self.heartbeat_job(interval, timeout) => {
+                    if let Err(_e) = res {
                         self.close(DisconnectReason::HeartbeatTimeout);
                         #[cfg(feature = "tracing")]
                         tracing::debug!(id = ?self.id, "heartbeat error: {_e}");
                     }
-                })
-                .inspect(|_v| {
                     #[cfg(feature = "tracing")]
-                    tracing::debug!(aborted = _v.is_none(), "heartbeat job completed");
-                }),
-        );
+                    tracing::debug!(aborted = false, "heartbeat job completed");
+                }
+            }
+        });
     }
 
     /// Heartbeat is sent every `interval` milliseconds by the client and the server `is` expected to respond within `timeout` milliseconds.
@@ -358,22 +388,24 @@ where
     ///
     /// If the client does not respond within the timeout, the connection is closed.
     async fn heartbeat_job_v4(&self, interval: Duration, timeout: Duration) -> Result<(), Error> {
-        let mut heartbeat_rx = self
-            .heartbeat_rx
-            .try_lock()
-            .expect("Pong rx should be locked only once");
-
         #[cfg(feature = "tracing")]
         tracing::debug!(sid = ?self.id, "heartbeat sender routine started");
 
-        let mut interval_tick = tokio::time::interval(interval);
-        interval_tick.tick().await;
+        // Jibber patch: one timer, reset for each wait, instead of an `Interval` (a boxed timer
+        // of its own) and a `timeout` (another timer inline): this task lives as long as the
+        // connection (BENCHMARKS.md, memory per idle connection). Same schedule: a ping every
+        // `interval` from the start (at once when a pong came late), the pong within `timeout`.
+        let mut next_tick = tokio::time::Instant::now();
+        let timer = tokio::time::sleep_until(next_tick);
+        tokio::pin!(timer);
         // Some clients send the pong packet in first. If that happens, we should consume it.
-        heartbeat_rx.try_recv().ok();
+        self.heartbeat.take();
         loop {
             // If we are currently upgrading we should pause the heartbeat process
             if self.is_upgrading() {
-                interval_tick.tick().await;
+                next_tick += interval;
+                timer.as_mut().reset(next_tick);
+                timer.as_mut().await;
                 continue;
             }
 
@@ -387,33 +419,33 @@ where
             #[cfg(feature = "tracing")]
             tracing::trace!(sid = ?self.id, "waiting for pong");
 
-            tokio::time::timeout(timeout, heartbeat_rx.recv())
-                .await
-                .map_err(|_| Error::HeartbeatTimeout)?
-                .ok_or(Error::HeartbeatTimeout)?;
+            timer
+                .as_mut()
+                .reset(tokio::time::Instant::now() + timeout);
+            tokio::select! {
+                biased;
+                () = self.heartbeat.wait() => {}
+                () = timer.as_mut() => return Err(Error::HeartbeatTimeout),
+            }
 
             #[cfg(feature = "tracing")]
             tracing::trace!(sid = ?self.id, "pong received");
 
-            interval_tick.tick().await;
+            next_tick += interval;
+            timer.as_mut().reset(next_tick);
+            timer.as_mut().await;
         }
     }
 
     #[cfg(feature = "v3")]
     async fn heartbeat_job_v3(&self, interval: Duration, timeout: Duration) -> Result<(), Error> {
-        let mut heartbeat_rx = self
-            .heartbeat_rx
-            .try_lock()
-            .expect("Pong rx should be locked only once");
-
         #[cfg(feature = "tracing")]
         tracing::debug!(sid = ?self.id, "heartbeat receiver routine started");
 
         loop {
-            tokio::time::timeout(interval + timeout, heartbeat_rx.recv())
+            tokio::time::timeout(interval + timeout, self.heartbeat.wait())
                 .await
-                .map_err(|_| Error::HeartbeatTimeout)?
-                .ok_or(Error::HeartbeatTimeout)?;
+                .map_err(|_| Error::HeartbeatTimeout)?;
 
             #[cfg(feature = "tracing")]
             tracing::trace!(sid = ?self.id, "ping received, sending pong");
@@ -568,8 +600,7 @@ impl<D: Default + Send + Sync + 'static> std::fmt::Debug for Socket<D> {
             .field("conn", &self.transport)
             .field("internal_rx", &self.internal_rx)
             .field("internal_tx", &self.internal_tx)
-            .field("heartbeat_rx", &self.heartbeat_rx)
-            .field("heartbeat_tx", &self.heartbeat_tx)
+            .field("heartbeat", &self.heartbeat)
             .field("cancellation_token", &self.cancellation_token)
             .field("req_data", &self.req_parts)
             .finish()
@@ -617,7 +648,6 @@ where
         buffer_size: usize,
     ) -> (Arc<Socket<D>>, tokio::sync::mpsc::Receiver<Packet>) {
         let (internal_tx, internal_rx) = mpsc::channel(buffer_size);
-        let (heartbeat_tx, heartbeat_rx) = mpsc::channel(1);
         let (volatile_tx, volatile_rx) = watch::channel(None);
 
         let sock = Self {
@@ -631,8 +661,7 @@ where
 
             volatile_tx,
 
-            heartbeat_rx: Mutex::new(heartbeat_rx),
-            heartbeat_tx,
+            heartbeat: Pong::default(),
             cancellation_token: CancellationToken::new(),
             close_fn,
 

@@ -193,8 +193,8 @@ where
                 break;
             }
             Ok(Packet::Pong | Packet::Ping) => {
-                // A full channel means that the client is already known to be alive.
-                socket.heartbeat_tx.try_send(()).ok();
+                // A pong not yet taken means that the client is already known to be alive.
+                socket.heartbeat.signal();
                 Ok(())
             }
             Ok(Packet::Message(msg)) => {
