@@ -398,6 +398,10 @@ where
         let mut next_tick = tokio::time::Instant::now();
         let timer = tokio::time::sleep_until(next_tick);
         tokio::pin!(timer);
+        // Like the first tick of upstream's `Interval`: a yield to the timer before the first
+        // ping. Without it the first ping went out ahead of the rest of the handshake, and a
+        // connect/disconnect cycle of the registry test took ~45 ms instead of ~4.
+        timer.as_mut().await;
         // Some clients send the pong packet in first. If that happens, we should consume it.
         self.heartbeat.take();
         loop {
