@@ -660,7 +660,14 @@ async fn shutdown_refuses_new_sockets_and_keeps_every_acknowledged_message() {
                 if ack["ok"] != json!(true) {
                     return;
                 }
-                let _ = acked.send((temp, seq(&ack["data"])));
+                // The pair as the acknowledgement states it: rust_socketio draws ack ids at
+                // random below 1,000 and hands an answer to every call waiting on that id, so
+                // two senders on one socket can get each other's acknowledgement.
+                let acked_temp = ack["data"]["tempMessageId"]
+                    .as_str()
+                    .expect("the acknowledgement names its tempMessageId")
+                    .to_owned();
+                let _ = acked.send((acked_temp, seq(&ack["data"])));
             }
         }));
     }
