@@ -1081,19 +1081,9 @@ impl Store for PgStore {
     }
 
     async fn queue_message(&self, m: NewMessage, count_unread: bool) -> QueuedSend {
-        let t = Timer::start("send_message");
-        let queued = self
-            .sends
-            .enqueue(SendRequest {
-                msg: m,
-                count_unread,
-            })
-            .await;
-        Box::pin(async move {
-            let answer = queued.answer().await;
-            drop(t);
-            answer
-        })
+        self.sends
+            .queue_send(m, count_unread, Timer::start("send_message"))
+            .await
     }
 
     async fn send_messages(&self, sends: Vec<SendRequest>) -> Vec<Result<Sent>> {

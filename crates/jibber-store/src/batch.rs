@@ -159,6 +159,25 @@ where
     }
 }
 
+impl GroupCommit<SendRequest, crate::Sent> {
+    /// [`crate::Store::queue_message`] for a backend whose sends go through this writer:
+    /// queues the send, and answers after the commit; `timer` (the backend's duration metric)
+    /// is dropped once the answer is in.
+    pub async fn queue_send<T: Send + 'static>(
+        &self,
+        msg: NewMessage,
+        count_unread: bool,
+        timer: T,
+    ) -> crate::QueuedSend {
+        let queued = self.enqueue(SendRequest { msg, count_unread }).await;
+        Box::pin(async move {
+            let answer = queued.answer().await;
+            drop(timer);
+            answer
+        })
+    }
+}
+
 /// A write queued by [`GroupCommit::enqueue`], not yet answered.
 #[must_use = "a queued write is answered only when awaited"]
 pub struct Queued<A>(Option<oneshot::Receiver<Vec<Result<A>>>>);

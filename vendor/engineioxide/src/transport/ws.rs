@@ -84,11 +84,7 @@ pub fn new_req<R: Send + 'static, B, H: EngineIoHandler>(
         }
     });
     tokio::spawn(async move {
-        let res = match handshake.await {
-            Ok(Some((socket, rx))) => run(engine.clone(), socket, rx).await,
-            Ok(None) => Ok(()),
-            Err(e) => Err(e),
-        };
+        let res = handshake_then_run(engine.clone(), handshake).await;
 
         match res {
             Ok(_) => {
@@ -125,12 +121,33 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     // Jibber patch: the handshake is boxed (see `new_req`).
-    let handshake = Box::pin(init(engine.clone(), conn, protocol, sid, req_data));
-    async move {
-        match handshake.await? {
-            Some((socket, rx)) => run(engine, socket, rx).await,
-            None => Ok(()),
-        }
+    handshake_then_run(
+        engine.clone(),
+        Box::pin(init(engine, conn, protocol, sid, req_data)),
+    )
+}
+
+/// Jibber patch: awaits a boxed handshake (freed when it is done), then reads the socket with
+/// [`run`]; `None` from the handshake means there is nothing to read.
+async fn handshake_then_run<H: EngineIoHandler, S>(
+    engine: Arc<EngineIo<H>>,
+    handshake: std::pin::Pin<
+        Box<
+            dyn Future<
+                    Output = Result<
+                        Option<(Arc<Socket<H::Data>>, SplitStream<WebSocketStream<S>>)>,
+                        Error,
+                    >,
+                > + Send,
+        >,
+    >,
+) -> Result<(), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    match handshake.await? {
+        Some((socket, rx)) => run(engine, socket, rx).await,
+        None => Ok(()),
     }
 }
 
