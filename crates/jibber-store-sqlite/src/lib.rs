@@ -12,11 +12,11 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use jibber_proto::api::{
-    Change, Chat, DeliveredReceipt, DeliveryStatus, Message, PublicUser, ReadReceipt,
+use jibber_proto::api::{Change, Chat, DeliveredReceipt, Message, PublicUser, ReadReceipt};
+use jibber_store::batch::{
+    DeliveryRequest, GroupCommit, MAX_BATCH, SendAnswer, SendRequest, Write, Written,
 };
-use jibber_store::batch::{DeliveryRequest, GroupCommit, MAX_BATCH, SendRequest};
-use jibber_store::feed::{self, FeedRow};
+use jibber_store::feed;
 use jibber_store::util::{from_ms, like_escape, to_ms};
 use jibber_store::{
     ChatCursor, ChatForUser, NewMessage, NewRefreshToken, NewUser, PendingLogin, QueuedSend,
@@ -26,10 +26,11 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
+use sqlx::{Row, Sqlite, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+mod reader;
 pub mod sql;
 mod writer;
 
@@ -71,10 +72,11 @@ impl SqliteConfig {
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
-    /// The writer task that gathers concurrent sends into one transaction.
-    sends: GroupCommit<SendRequest, Sent>,
-    /// Delivery receipts, batched like sends (`None`: nothing changed; see `mark_delivered`).
-    deliveries: GroupCommit<DeliveryRequest, Option<DeliveredReceipt>>,
+    /// The hot reads (history, sync, chat list, change feed): one blocking call each.
+    reads: reader::ReadPool,
+    /// The writer task that gathers concurrent sends and delivery receipts into one
+    /// transaction.
+    writes: GroupCommit<Write, Written>,
 }
 
 fn backend_err(e: sqlx::Error) -> StoreError {
@@ -148,57 +150,6 @@ fn user_from_row(row: &SqliteRow) -> Result<UserRecord> {
     })
 }
 
-/// Reads a message whose columns carry `prefix` (see [`sql::message_columns`]).
-fn message_from_row(row: &SqliteRow, prefix: &str) -> Result<Message> {
-    let c = |name: &str| format!("{prefix}{name}");
-    let status: String = get(row, &c("status"))?;
-    Ok(Message {
-        id: uuid_col(row, &c("id"))?,
-        chat_id: uuid_col(row, &c("chat_id"))?,
-        sender: uuid_col(row, &c("sender_id"))?,
-        receiver: uuid_col(row, &c("receiver_id"))?,
-        cipher: get::<Vec<u8>>(row, &c("cipher"))?.into(),
-        iv: get::<Vec<u8>>(row, &c("iv"))?.into(),
-        signature: get::<Vec<u8>>(row, &c("signature"))?.into(),
-        sender_public_id_key: get::<Vec<u8>>(row, &c("sender_public_id_key"))?.into(),
-        sender_public_signing_key: get::<Vec<u8>>(row, &c("sender_public_signing_key"))?.into(),
-        receiver_public_id_key: get::<Vec<u8>>(row, &c("receiver_public_id_key"))?.into(),
-        sequence_number: get(row, &c("seq"))?,
-        delivery_status: DeliveryStatus::parse(&status)
-            .ok_or_else(|| StoreError::Backend(format!("bad status {status:?}")))?,
-        client_timestamp: from_ms(get(row, &c("client_timestamp"))?),
-        temp_message_id: get(row, &c("temp_message_id"))?,
-        created_at: from_ms(get(row, &c("created_at"))?),
-        delivered_at: get::<Option<i64>>(row, &c("delivered_at"))?.map(from_ms),
-        read_at: get::<Option<i64>>(row, &c("read_at"))?.map(from_ms),
-    })
-}
-
-/// Reads a row of [`sql::CHAT_SELECT`].
-fn chat_from_row(row: &SqliteRow) -> Result<Chat> {
-    let last_message = match get::<Option<String>>(row, "m_id")? {
-        Some(_) => Some(message_from_row(row, "m_")?),
-        None => None,
-    };
-    let next_seq: i64 = get(row, "next_seq")?;
-    Ok(Chat {
-        id: uuid_col(row, "chat_id")?,
-        other_user: PublicUser {
-            id: uuid_col(row, "u_id")?,
-            username: get(row, "u_username")?,
-            display_name: get(row, "u_display_name")?,
-            public_id_key: get::<Vec<u8>>(row, "u_public_id_key")?.into(),
-            public_signing_key: get::<Vec<u8>>(row, "u_public_signing_key")?.into(),
-            last_seen: get::<Option<i64>>(row, "u_last_seen")?.map(from_ms),
-        },
-        last_message,
-        unread_count: get(row, "unread_count")?,
-        last_sequence: next_seq - 1,
-        created_at: from_ms(get(row, "c_created_at")?),
-        updated_at: from_ms(get(row, "last_activity")?),
-    })
-}
-
 fn public_user_from_row(row: &SqliteRow) -> Result<PublicUser> {
     Ok(PublicUser {
         id: uuid_col(row, "id")?,
@@ -219,19 +170,6 @@ pub(crate) struct FeedEntry {
     actor: Option<Uuid>,
     up_to: Option<i64>,
     at: OffsetDateTime,
-}
-
-/// Decodes a row of [`sql::FEED`].
-fn feed_row(row: &SqliteRow) -> Result<FeedRow> {
-    Ok(FeedRow {
-        cursor: get(row, "seq")?,
-        kind: get(row, "kind")?,
-        chat_id: uuid_col(row, "chat_id")?,
-        message_id: opt_uuid_col(row, "message_id")?,
-        actor_id: opt_uuid_col(row, "actor_id")?,
-        up_to_seq: get(row, "up_to_seq")?,
-        at: from_ms(get(row, "at")?),
-    })
 }
 
 /// Appends `e` to the feeds of `users` inside the caller's transaction.
@@ -314,22 +252,17 @@ impl SqliteStore {
             .await
             .map_err(backend_err)?;
         let batch_writer = writer::BatchWriter::open(&filename, config.durability, writer.clone())?;
-        let sends = GroupCommit::spawn("sqlite", "send", MAX_BATCH, {
-            let (batch_writer, reader) = (batch_writer.clone(), reader.clone());
-            move |batch| send_batch(batch_writer.clone(), reader.clone(), batch)
-        });
-        let deliveries = GroupCommit::spawn("sqlite", "delivered", MAX_BATCH, {
-            let batch_writer = batch_writer.clone();
-            move |batch| {
-                let batch_writer = batch_writer.clone();
-                async move { batch_writer.deliveries(batch).await }
-            }
+        let reads =
+            reader::ReadPool::open(&filename, config.read_connections, config.acquire_timeout)?;
+        let writes = GroupCommit::spawn("sqlite", "write", MAX_BATCH, {
+            let (batch_writer, reads) = (batch_writer.clone(), reads.clone());
+            move |batch| write_batch(batch_writer.clone(), reads.clone(), batch)
         });
         Ok(SqliteStore {
             writer,
             reader,
-            sends,
-            deliveries,
+            reads,
+            writes,
         })
     }
 
@@ -342,72 +275,34 @@ impl SqliteStore {
     pub async fn close(&self) {
         self.writer.close().await;
         self.reader.close().await;
+        self.reads.close();
     }
 
     async fn begin(&self) -> Result<Transaction<'static, Sqlite>> {
         self.writer.begin().await.map_err(backend_err)
     }
 
-    async fn chat_rows(
-        &self,
-        me: Uuid,
-        filter: &str,
-        binds: Vec<String>,
-        limit: u32,
-    ) -> Result<Vec<Chat>> {
-        let query = format!(
-            "{} WHERE me.user_id = ?1 {filter} ORDER BY me.last_activity DESC, me.chat_id DESC LIMIT {limit}",
-            sql::CHAT_SELECT.as_str()
-        );
-        let mut q = sqlx::query(AssertSqlSafe(query)).bind(me.to_string());
-        for b in binds {
-            q = q.bind(b);
-        }
-        let rows = q.fetch_all(&self.reader).await.map_err(backend_err)?;
-        rows.iter().map(chat_from_row).collect()
-    }
-
-    async fn is_member(&self, me: Uuid, chat: Uuid) -> Result<bool> {
-        let n: i64 = sqlx::query_scalar(sql::IS_MEMBER)
-            .bind(chat.to_string())
-            .bind(me.to_string())
-            .fetch_one(&self.reader)
+    async fn chats(&self, me: Uuid, filter: reader::ChatFilter, limit: u32) -> Result<Vec<Chat>> {
+        self.reads
+            .run(move |conn| reader::chats(conn, me, &filter, limit))
             .await
-            .map_err(backend_err)?;
-        Ok(n > 0)
     }
 
-    async fn messages_by_ids(&self, ids: &[String]) -> Result<Vec<Message>> {
-        load_messages(&self.reader, ids).await
+    async fn messages_by_ids(&self, ids: Vec<String>) -> Result<Vec<Message>> {
+        self.reads
+            .run(move |conn| reader::messages_by_ids(conn, &ids))
+            .await
     }
 }
 
-/// The messages with these ids (in no particular order).
-async fn load_messages(reader: &SqlitePool, ids: &[String]) -> Result<Vec<Message>> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let placeholders = vec!["?"; ids.len()].join(",");
-    let query = format!(
-        "SELECT {} FROM messages m WHERE m.id IN ({placeholders})",
-        sql::message_columns("m", "")
-    );
-    let mut q = sqlx::query(AssertSqlSafe(query));
-    for id in ids {
-        q = q.bind(id);
-    }
-    let rows = q.fetch_all(reader).await.map_err(backend_err)?;
-    rows.iter().map(|r| message_from_row(r, "")).collect()
-}
-
-/// Writes a batch of sends (see [`writer::BatchWriter::sends`]); a repeat answers the first
-/// message, read back after the commit.
-async fn send_batch(
+/// Writes a batch of sends and receipts (see [`writer::BatchWriter::writes`]); a repeated send
+/// answers the first message, read back after the commit.
+async fn write_batch(
     batch_writer: writer::BatchWriter,
-    reader: SqlitePool,
-    batch: Vec<SendRequest>,
-) -> Result<Vec<Result<Sent>>> {
-    let outcomes = batch_writer.sends(batch).await?;
+    reads: reader::ReadPool,
+    batch: Vec<Write>,
+) -> Result<Vec<Result<Written>>> {
+    let outcomes = batch_writer.writes(batch).await?;
     let repeats: Vec<String> = outcomes
         .iter()
         .filter_map(|o| match o {
@@ -415,22 +310,31 @@ async fn send_batch(
             _ => None,
         })
         .collect();
-    let firsts = load_messages(&reader, &repeats).await?;
+    let firsts = if repeats.is_empty() {
+        Vec::new()
+    } else {
+        reads
+            .run(move |conn| reader::messages_by_ids(conn, &repeats))
+            .await?
+    };
     Ok(outcomes
         .into_iter()
         .map(|o| match o? {
-            writer::Outcome::Stored(message) => Ok(Sent {
+            writer::Outcome::Stored(message) => Ok(Written::Sent(Sent {
                 message: *message,
                 duplicate: false,
-            }),
+            })),
             writer::Outcome::Duplicate(id) => firsts
                 .iter()
                 .find(|m| m.id == id)
-                .map(|m| Sent {
-                    message: m.clone(),
-                    duplicate: true,
+                .map(|m| {
+                    Written::Sent(Sent {
+                        message: m.clone(),
+                        duplicate: true,
+                    })
                 })
                 .ok_or_else(|| StoreError::Backend(format!("message {id} vanished"))),
+            writer::Outcome::Delivered(receipt) => Ok(Written::Delivered(receipt)),
         })
         .collect())
 }
@@ -833,7 +737,7 @@ impl Store for SqliteStore {
 
     async fn chat_for(&self, me: Uuid, chat: Uuid) -> Result<Chat> {
         let _t = Timer::start("chat_for");
-        self.chat_rows(me, "AND me.chat_id = ?2", vec![chat.to_string()], 1)
+        self.chats(me, reader::ChatFilter::Ids(vec![chat]), 1)
             .await?
             .pop()
             .ok_or(StoreError::NotFound)
@@ -875,18 +779,11 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Vec<Chat>> {
         let _t = Timer::start("list_chats");
-        match after {
-            None => self.chat_rows(me, "", vec![], limit).await,
-            Some(c) => {
-                self.chat_rows(
-                    me,
-                    "AND (me.last_activity, me.chat_id) < (CAST(?2 AS INTEGER), ?3)",
-                    vec![c.activity_ms.to_string(), c.chat_id.to_string()],
-                    limit,
-                )
-                .await
-            }
-        }
+        let filter = match after {
+            None => reader::ChatFilter::First,
+            Some(c) => reader::ChatFilter::After(c.activity_ms, c.chat_id),
+        };
+        self.chats(me, filter, limit).await
     }
 
     async fn send_message(&self, m: NewMessage, count_unread: bool) -> Result<Sent> {
@@ -894,14 +791,19 @@ impl Store for SqliteStore {
     }
 
     async fn queue_message(&self, m: NewMessage, count_unread: bool) -> QueuedSend {
-        self.sends
+        self.writes
             .queue_send(m, count_unread, Timer::start("send_message"))
             .await
     }
 
     async fn send_messages(&self, sends: Vec<SendRequest>) -> Vec<Result<Sent>> {
         let _t = Timer::start("send_messages");
-        self.sends.submit_many(sends).await
+        self.writes
+            .submit_many(sends.into_iter().map(Write::Send).collect())
+            .await
+            .into_iter()
+            .map(|w| w.and_then(SendAnswer::into_sent))
+            .collect()
     }
 
     async fn messages_before(
@@ -912,22 +814,10 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Vec<Message>> {
         let _t = Timer::start("messages_before");
-        if !self.is_member(me, chat).await? {
-            return Err(StoreError::NotFound);
-        }
-        let rows = sqlx::query(sql::HISTORY.as_str())
-            .bind(chat.to_string())
-            .bind(before.unwrap_or(i64::MAX))
-            .bind(i64::from(limit))
-            .fetch_all(&self.reader)
+        let before = before.unwrap_or(i64::MAX);
+        self.reads
+            .run(move |conn| reader::history(conn, me, chat, before, limit))
             .await
-            .map_err(backend_err)?;
-        let mut out = rows
-            .iter()
-            .map(|r| message_from_row(r, ""))
-            .collect::<Result<Vec<_>>>()?;
-        out.reverse();
-        Ok(out)
     }
 
     async fn messages_since(
@@ -938,23 +828,15 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Vec<Message>> {
         let _t = Timer::start("messages_since");
-        if !self.is_member(me, chat).await? {
-            return Err(StoreError::NotFound);
-        }
-        let rows = sqlx::query(sql::SINCE.as_str())
-            .bind(chat.to_string())
-            .bind(since)
-            .bind(i64::from(limit))
-            .fetch_all(&self.reader)
+        self.reads
+            .run(move |conn| reader::since(conn, me, chat, since, limit))
             .await
-            .map_err(backend_err)?;
-        rows.iter().map(|r| message_from_row(r, "")).collect()
     }
 
     async fn message_for(&self, me: Uuid, id: Uuid) -> Result<Message> {
         let _t = Timer::start("message_for");
         let msg = self
-            .messages_by_ids(&[id.to_string()])
+            .messages_by_ids(vec![id.to_string()])
             .await?
             .pop()
             .ok_or(StoreError::NotFound)?;
@@ -972,13 +854,14 @@ impl Store for SqliteStore {
     ) -> Result<DeliveredReceipt> {
         let _t = Timer::start("mark_delivered");
         match self
-            .deliveries
-            .submit(DeliveryRequest {
+            .writes
+            .submit(Write::Delivered(DeliveryRequest {
                 me,
                 message,
                 at: now,
-            })
+            }))
             .await?
+            .into_delivered()?
         {
             Some(receipt) => Ok(receipt),
             // Already delivered or read, or not `me`'s to mark: answered from the message.
@@ -1045,36 +928,8 @@ impl Store for SqliteStore {
 
     async fn changes_since(&self, me: Uuid, since: i64, limit: u32) -> Result<Vec<Change>> {
         let _t = Timer::start("changes_since");
-        let rows = sqlx::query(sql::FEED)
-            .bind(me.to_string())
-            .bind(since)
-            .bind(i64::from(limit))
-            .fetch_all(&self.reader)
+        self.reads
+            .run(move |conn| reader::changes_since(conn, me, since, limit))
             .await
-            .map_err(backend_err)?;
-        let rows = rows.iter().map(feed_row).collect::<Result<Vec<_>>>()?;
-        let (message_ids, chat_ids) = feed::wanted(&rows);
-        // Two more queries at most, whatever the number of changes.
-        let message_ids: Vec<String> = message_ids.iter().map(Uuid::to_string).collect();
-        let messages = self.messages_by_ids(&message_ids).await?;
-        let chats = if chat_ids.is_empty() {
-            Vec::new()
-        } else {
-            let placeholders = (0..chat_ids.len())
-                .map(|i| format!("?{}", i + 2))
-                .collect::<Vec<_>>()
-                .join(",");
-            self.chat_rows(
-                me,
-                &format!("AND me.chat_id IN ({placeholders})"),
-                chat_ids.iter().map(Uuid::to_string).collect(),
-                PAGE_ALL,
-            )
-            .await?
-        };
-        feed::assemble(rows, &messages, &chats)
     }
 }
-
-/// No page is larger than this; used where the ids already bound the rows.
-const PAGE_ALL: u32 = 10_000;

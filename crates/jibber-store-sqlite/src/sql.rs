@@ -78,10 +78,19 @@ pub static CHAT_SELECT: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// The first page of a chat list, as `list_chats` runs it.
+/// The first page of a chat list, as `list_chats` runs it (`?2`: the page size).
 pub static CHAT_LIST: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "{} WHERE me.user_id = ?1 ORDER BY me.last_activity DESC, me.chat_id DESC LIMIT 50",
+        "{} WHERE me.user_id = ?1 ORDER BY me.last_activity DESC, me.chat_id DESC LIMIT ?2",
+        CHAT_SELECT.as_str()
+    )
+});
+
+/// A later page of a chat list: after the cursor (`?2` activity in ms, `?3` chat id).
+pub static CHAT_LIST_AFTER: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{} WHERE me.user_id = ?1 AND (me.last_activity, me.chat_id) < (?2, ?3) \
+         ORDER BY me.last_activity DESC, me.chat_id DESC LIMIT ?4",
         CHAT_SELECT.as_str()
     )
 });
@@ -158,6 +167,7 @@ pub fn hot_queries() -> Vec<(&'static str, String)> {
         ("refresh_by_hash", REFRESH_BY_HASH.to_owned()),
         ("spend_refresh", SPEND_REFRESH.to_owned()),
         ("chat_list", CHAT_LIST.clone()),
+        ("chat_list_after", CHAT_LIST_AFTER.clone()),
         ("message_id_by_temp_id", MESSAGE_ID_BY_TEMP_ID.to_owned()),
         ("other_member", OTHER_MEMBER.to_owned()),
         ("history", HISTORY.clone()),

@@ -1,4 +1,4 @@
-//! The group-commit batches (sends and delivery receipts) on a connection of their own.
+//! The group-commit batches (sends and delivery receipts, together) on a connection of their own.
 //!
 //! sqlx runs every SQLite statement on the connection's worker thread and hands the result
 //! back to the async task: two thread switches per statement. A send is about nine statements
@@ -23,7 +23,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use jibber_proto::api::{DeliveredReceipt, Message};
-use jibber_store::batch::{DeliveryRequest, SendRequest};
+use jibber_store::batch::{DeliveryRequest, SendRequest, Write};
 use jibber_store::util::to_ms;
 use jibber_store::{Result, StoreError};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -32,11 +32,13 @@ use uuid::Uuid;
 
 use crate::{Durability, FeedEntry, backend_err, sql};
 
-/// What one send of a batch came to.
+/// What one write of a batch came to.
 pub(crate) enum Outcome {
     Stored(Box<Message>),
     /// A repeat of this (sender, tempMessageId): the first message's id (loaded after the commit).
     Duplicate(Uuid),
+    /// A delivery receipt (`None`: nothing changed).
+    Delivered(Option<DeliveredReceipt>),
 }
 
 /// The batch connection; cloning shares it.
@@ -47,7 +49,7 @@ pub(crate) struct BatchWriter {
     gate: SqlitePool,
 }
 
-fn sq_err(e: rusqlite::Error) -> StoreError {
+pub(crate) fn sq_err(e: rusqlite::Error) -> StoreError {
     match e {
         rusqlite::Error::SqliteFailure(f, _)
             if matches!(
@@ -114,15 +116,21 @@ impl BatchWriter {
         .map_err(|e| StoreError::Backend(format!("the batch writer failed: {e}")))?
     }
 
-    /// Writes a batch of sends in one transaction. Each item answers on its own (`NotFound`,
-    /// `WrongReceiver`, `Conflict` come before anything of it is written); a database error
-    /// fails the whole batch.
-    pub(crate) async fn sends(&self, batch: Vec<SendRequest>) -> Result<Vec<Result<Outcome>>> {
+    /// Writes a batch of sends and delivery receipts in one transaction, in queue order. Each
+    /// item answers on its own (`NotFound`, `WrongReceiver`, `Conflict` come before anything
+    /// of it is written); a database error fails the whole batch.
+    pub(crate) async fn writes(&self, batch: Vec<Write>) -> Result<Vec<Result<Outcome>>> {
         self.run(move |tx| {
             let mut counters = Counters::default();
             let mut out = Vec::with_capacity(batch.len());
-            for r in batch {
-                match send_one(tx, &mut counters, r) {
+            for w in batch {
+                let answer = match w {
+                    Write::Send(r) => send_one(tx, &mut counters, r),
+                    Write::Delivered(r) => {
+                        deliver_one(tx, &mut counters, r).map(Outcome::Delivered)
+                    }
+                };
+                match answer {
                     Err(e @ (StoreError::Backend(_) | StoreError::Unavailable(_))) => {
                         return Err(e);
                     }
@@ -134,60 +142,51 @@ impl BatchWriter {
         })
         .await
     }
+}
 
-    /// Marks a batch of messages delivered in one transaction. `None` for a message that was
-    /// not `me`'s to mark or was delivered already (also earlier in this batch).
-    pub(crate) async fn deliveries(
-        &self,
-        batch: Vec<DeliveryRequest>,
-    ) -> Result<Vec<Result<Option<DeliveredReceipt>>>> {
-        self.run(move |tx| {
-            let mut counters = Counters::default();
-            let mut out = Vec::with_capacity(batch.len());
-            for DeliveryRequest { me, message, at } in batch {
-                let changed = tx
-                    .prepare_cached(sql::MARK_DELIVERED)
-                    .and_then(|mut s| {
-                        s.query_row(
-                            params![message.to_string(), me.to_string(), to_ms(at)],
-                            |row| {
-                                Ok((
-                                    row.get::<_, String>(0)?,
-                                    row.get::<_, i64>(1)?,
-                                    row.get::<_, String>(2)?,
-                                ))
-                            },
-                        )
-                        .optional()
-                    })
-                    .map_err(sq_err)?;
-                let Some((chat, seq, sender)) = changed else {
-                    out.push(Ok(None));
-                    continue;
-                };
-                let chat_id = parse_uuid(&chat)?;
-                let entry = FeedEntry {
-                    kind: "delivered",
-                    chat: chat_id,
-                    message: Some(message),
-                    actor: Some(me),
-                    up_to: Some(seq),
-                    at,
-                };
-                counters.push_change(tx, &sender, &entry)?;
-                out.push(Ok(Some(DeliveredReceipt {
-                    message_id: message,
-                    chat_id,
-                    sequence_number: seq,
-                    delivered_at: at,
-                    changed: true,
-                })));
-            }
-            counters.write(tx)?;
-            Ok(out)
+/// Marks one message delivered inside the batch's transaction. `None` for a message that was
+/// not `me`'s to mark or was delivered already (also earlier in this batch).
+fn deliver_one(
+    tx: &rusqlite::Transaction<'_>,
+    counters: &mut Counters,
+    DeliveryRequest { me, message, at }: DeliveryRequest,
+) -> Result<Option<DeliveredReceipt>> {
+    let changed = tx
+        .prepare_cached(sql::MARK_DELIVERED)
+        .and_then(|mut s| {
+            s.query_row(
+                params![message.to_string(), me.to_string(), to_ms(at)],
+                |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, i64>(1)?,
+                        row.get::<_, String>(2)?,
+                    ))
+                },
+            )
+            .optional()
         })
-        .await
-    }
+        .map_err(sq_err)?;
+    let Some((chat, seq, sender)) = changed else {
+        return Ok(None);
+    };
+    let chat_id = parse_uuid(&chat)?;
+    let entry = FeedEntry {
+        kind: "delivered",
+        chat: chat_id,
+        message: Some(message),
+        actor: Some(me),
+        up_to: Some(seq),
+        at,
+    };
+    counters.push_change(tx, &sender, &entry)?;
+    Ok(Some(DeliveredReceipt {
+        message_id: message,
+        chat_id,
+        sequence_number: seq,
+        delivered_at: at,
+        changed: true,
+    }))
 }
 
 fn parse_uuid(s: &str) -> Result<Uuid> {

@@ -1,8 +1,11 @@
 //! Group commit: one writer task gathers concurrent writes of one kind into one transaction.
 //!
-//! Each backend runs two writers: one for sends ([`SendRequest`] → [`Sent`]) and one for
-//! delivery receipts ([`DeliveryRequest`] → [`DeliveredReceipt`]), because every relayed message
-//! costs one of each and a receipt committed on its own would cost a disk flush per message.
+//! Every relayed message costs a send and a delivery receipt, and a receipt committed on its own
+//! would cost a disk flush per message, so both are batched. PostgreSQL runs two writers, one
+//! for sends ([`SendRequest`] → [`Sent`]) and one for delivery receipts ([`DeliveryRequest`] →
+//! [`DeliveredReceipt`]), which commit side by side on different connections. SQLite has one
+//! writer at a time anyway, so it runs ONE writer for both kinds ([`Write`] → [`Written`]): a
+//! cycle commits once, and writes the pages that a batch's sends and receipts share once.
 //!
 //! A backend's `send_message` hands its request to [`GroupCommit::submit`] and waits. The writer
 //! task takes the first queued request, drains whatever else is already queued (up to
@@ -28,6 +31,8 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use jibber_proto::api::DeliveredReceipt;
+
 use crate::{NewMessage, Result, StoreError};
 
 /// One queued send.
@@ -44,6 +49,59 @@ pub struct DeliveryRequest {
     pub me: Uuid,
     pub message: Uuid,
     pub at: OffsetDateTime,
+}
+
+/// A send or a delivery receipt, for a backend whose writer commits both kinds together
+/// (SQLite: a relayed message costs one of each, and writing them in one transaction halves the
+/// commits and writes the pages they share, a user's feed and counters, once).
+// Sends are most of the writes: boxing them would add an allocation to most writes.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone)]
+pub enum Write {
+    Send(SendRequest),
+    Delivered(DeliveryRequest),
+}
+
+/// The answer to a [`Write`], of the same kind.
+#[allow(clippy::large_enum_variant)]
+pub enum Written {
+    Sent(crate::Sent),
+    /// `None`: nothing changed (see `Store::mark_delivered`).
+    Delivered(Option<DeliveredReceipt>),
+}
+
+/// The answers a writer of sends gives: [`crate::Sent`] itself, or [`Written::Sent`].
+pub trait SendAnswer: Send + 'static {
+    fn into_sent(self) -> Result<crate::Sent>;
+}
+
+impl SendAnswer for crate::Sent {
+    fn into_sent(self) -> Result<crate::Sent> {
+        Ok(self)
+    }
+}
+
+impl SendAnswer for Written {
+    fn into_sent(self) -> Result<crate::Sent> {
+        match self {
+            Written::Sent(sent) => Ok(sent),
+            Written::Delivered(_) => Err(wrong_kind()),
+        }
+    }
+}
+
+impl Written {
+    /// The answer to a [`Write::Delivered`].
+    pub fn into_delivered(self) -> Result<Option<DeliveredReceipt>> {
+        match self {
+            Written::Delivered(receipt) => Ok(receipt),
+            Written::Sent(_) => Err(wrong_kind()),
+        }
+    }
+}
+
+fn wrong_kind() -> StoreError {
+    StoreError::Backend("the writer answered a write of the other kind".into())
 }
 
 /// How many writes the writer gathers at most into one transaction.
@@ -159,7 +217,11 @@ where
     }
 }
 
-impl GroupCommit<SendRequest, crate::Sent> {
+impl<R, A> GroupCommit<R, A>
+where
+    R: From<SendRequest> + Clone + Send + 'static,
+    A: SendAnswer,
+{
     /// [`crate::Store::queue_message`] for a backend whose sends go through this writer:
     /// queues the send, and answers after the commit; `timer` (the backend's duration metric)
     /// is dropped once the answer is in.
@@ -169,12 +231,20 @@ impl GroupCommit<SendRequest, crate::Sent> {
         count_unread: bool,
         timer: T,
     ) -> crate::QueuedSend {
-        let queued = self.enqueue(SendRequest { msg, count_unread }).await;
+        let queued = self
+            .enqueue(R::from(SendRequest { msg, count_unread }))
+            .await;
         Box::pin(async move {
-            let answer = queued.answer().await;
+            let answer = queued.answer().await.and_then(SendAnswer::into_sent);
             drop(timer);
             answer
         })
+    }
+}
+
+impl From<SendRequest> for Write {
+    fn from(r: SendRequest) -> Self {
+        Write::Send(r)
     }
 }
 
