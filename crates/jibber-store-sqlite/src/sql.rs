@@ -2,31 +2,35 @@
 
 use std::sync::LazyLock;
 
+/// The message columns, in the order [`message_columns`] selects them (the read pool decodes
+/// them by position).
+pub const MESSAGE_COLUMNS: [&str; 17] = [
+    "id",
+    "chat_id",
+    "seq",
+    "sender_id",
+    "receiver_id",
+    "cipher",
+    "iv",
+    "signature",
+    "sender_public_id_key",
+    "sender_public_signing_key",
+    "receiver_public_id_key",
+    "client_timestamp",
+    "temp_message_id",
+    "status",
+    "created_at",
+    "delivered_at",
+    "read_at",
+];
+
 /// The message columns of table alias `t`, each renamed `{prefix}{column}`.
 pub fn message_columns(t: &str, prefix: &str) -> String {
-    [
-        "id",
-        "chat_id",
-        "seq",
-        "sender_id",
-        "receiver_id",
-        "cipher",
-        "iv",
-        "signature",
-        "sender_public_id_key",
-        "sender_public_signing_key",
-        "receiver_public_id_key",
-        "client_timestamp",
-        "temp_message_id",
-        "status",
-        "created_at",
-        "delivered_at",
-        "read_at",
-    ]
-    .iter()
-    .map(|c| format!("{t}.{c} AS {prefix}{c}"))
-    .collect::<Vec<_>>()
-    .join(", ")
+    MESSAGE_COLUMNS
+        .iter()
+        .map(|c| format!("{t}.{c} AS {prefix}{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub const INSERT_USER: &str = "INSERT INTO users (id, username, username_lower, email, display_name, \
@@ -61,8 +65,11 @@ pub const CHAT_PEERS: &str = "SELECT other_id FROM chat_members WHERE user_id = 
 
 pub const IS_MEMBER: &str = "SELECT count(*) FROM chat_members WHERE chat_id = ?1 AND user_id = ?2";
 
+/// The position of the first message column in [`CHAT_SELECT`].
+pub const CHAT_SELECT_MESSAGE_AT: usize = 11;
+
 /// A user's chats with the other member and the last message, in one statement. Callers
-/// append `WHERE me.user_id = ?1 ...`.
+/// append `WHERE me.user_id = ?1 ...`. The read pool decodes its columns by position.
 pub static CHAT_SELECT: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT me.chat_id AS chat_id, me.unread_count AS unread_count, me.last_activity AS last_activity, \
