@@ -22,11 +22,12 @@ use jibber_store::feed::{self, FeedRow};
 use jibber_store::util::from_ms;
 use jibber_store::{Result, StoreError};
 use rusqlite::types::{FromSql, ValueRef};
-use rusqlite::{Connection, OpenFlags, Row, params, params_from_iter};
+use rusqlite::{Connection, OpenFlags, Row, Statement, params, params_from_iter};
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use crate::sql;
+use crate::writer::{parse_uuid, sq_err};
 
 /// Read-only rusqlite connections to the database file; cloning shares them.
 #[derive(Clone)]
@@ -42,10 +43,6 @@ impl std::fmt::Debug for ReadPool {
             .field("available", &self.permits.available_permits())
             .finish()
     }
-}
-
-fn sq_err(e: rusqlite::Error) -> StoreError {
-    crate::writer::sq_err(e)
 }
 
 /// Gives the connection back to the pool when the read ends, also when it panicked.
@@ -130,11 +127,6 @@ impl ReadPool {
 fn col<T: FromSql>(row: &Row<'_>, i: usize) -> Result<T> {
     row.get(i)
         .map_err(|e| StoreError::Backend(format!("column {i}: {e}")))
-}
-
-fn parse_uuid(s: &str) -> Result<Uuid> {
-    Uuid::parse_str(s)
-        .map_err(|e| StoreError::Backend(format!("bad uuid {s:?} in the database: {e}")))
 }
 
 /// A text column holding a UUID, parsed without copying the text.
@@ -226,6 +218,15 @@ fn rows<T>(
     decode: impl Fn(&Row<'_>) -> Result<T>,
 ) -> Result<Vec<T>> {
     let mut stmt = conn.prepare_cached(statement).map_err(sq_err)?;
+    collect(&mut stmt, params, decode)
+}
+
+/// Runs a prepared statement and decodes every row.
+fn collect<T>(
+    stmt: &mut Statement<'_>,
+    params: impl rusqlite::Params,
+    decode: impl Fn(&Row<'_>) -> Result<T>,
+) -> Result<Vec<T>> {
     let mut rows = stmt.query(params).map_err(sq_err)?;
     let mut out = Vec::new();
     while let Some(row) = rows.next().map_err(sq_err)? {
@@ -234,13 +235,14 @@ fn rows<T>(
     Ok(out)
 }
 
-/// Runs `read` in one read transaction, so that its statements see one snapshot.
+/// Runs `read` in one read transaction, so that its statements see one snapshot. The
+/// transaction ends when `read` does, also when it fails or panics (rusqlite rolls it back on
+/// drop), so a connection never goes back to the pool inside one.
 fn snapshot<T>(conn: &Connection, read: impl FnOnce() -> Result<T>) -> Result<T> {
-    conn.execute_batch("BEGIN").map_err(sq_err)?;
-    let out = read();
-    // A read transaction has nothing to keep; ending it cannot lose anything.
-    let _ = conn.execute_batch("COMMIT");
-    out
+    let tx = conn.unchecked_transaction().map_err(sq_err)?;
+    let out = read()?;
+    tx.commit().map_err(sq_err)?;
+    Ok(out)
 }
 
 fn is_member(conn: &Connection, me: &str, chat: &str) -> Result<bool> {
@@ -308,13 +310,11 @@ pub(crate) fn messages_by_ids(conn: &Connection, ids: &[String]) -> Result<Vec<M
         sql::message_columns("m", "")
     );
     // The number of ids varies: not worth a slot in the statement cache.
-    let mut stmt = conn.prepare(&query).map_err(sq_err)?;
-    let mut rows = stmt.query(params_from_iter(ids)).map_err(sq_err)?;
-    let mut out = Vec::with_capacity(ids.len());
-    while let Some(row) = rows.next().map_err(sq_err)? {
-        out.push(message(row, 0)?);
-    }
-    Ok(out)
+    collect(
+        &mut conn.prepare(&query).map_err(sq_err)?,
+        params_from_iter(ids),
+        |r| message(r, 0),
+    )
 }
 
 /// Which of `me`'s chats [`chats`] returns.
@@ -357,13 +357,11 @@ pub(crate) fn chats(
             );
             let binds = std::iter::once(me).chain(ids.iter().map(Uuid::to_string));
             // The number of ids varies: not worth a slot in the statement cache.
-            let mut stmt = conn.prepare(&query).map_err(sq_err)?;
-            let mut rows = stmt.query(params_from_iter(binds)).map_err(sq_err)?;
-            let mut out = Vec::with_capacity(ids.len());
-            while let Some(row) = rows.next().map_err(sq_err)? {
-                out.push(chat(row)?);
-            }
-            Ok(out)
+            collect(
+                &mut conn.prepare(&query).map_err(sq_err)?,
+                params_from_iter(binds),
+                chat,
+            )
         }
     }
 }

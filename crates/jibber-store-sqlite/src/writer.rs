@@ -189,7 +189,7 @@ fn deliver_one(
     }))
 }
 
-fn parse_uuid(s: &str) -> Result<Uuid> {
+pub(crate) fn parse_uuid(s: &str) -> Result<Uuid> {
     Uuid::parse_str(s)
         .map_err(|e| StoreError::Backend(format!("bad uuid {s:?} in the database: {e}")))
 }
