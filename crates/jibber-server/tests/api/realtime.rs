@@ -638,13 +638,15 @@ async fn shutdown_refuses_new_sockets_and_keeps_every_acknowledged_message() {
     let a = app.user("sd_a").await;
     let b = app.user("sd_b").await;
     let chat = app.chat(&a, &b).await;
-    let da = connect(&app, &a, TransportType::Websocket).await;
 
     // Four senders keep sends in flight; each stops at its first send that is not acknowledged.
+    // Each sender is a device of its own: rust_socketio draws ack ids at random below 1,000, and
+    // two calls in flight on one socket with the same id made its ack handler panic (index out
+    // of bounds) and end the socket, so every socket here has one call in flight at a time.
     let (acked_tx, mut acked_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut senders = Vec::new();
     for s in 0..4 {
-        let device = Device::from_client(da.client.clone());
+        let device = connect(&app, &a, TransportType::Websocket).await;
         let acked = acked_tx.clone();
         let to = b.id;
         senders.push(tokio::spawn(async move {
@@ -660,9 +662,7 @@ async fn shutdown_refuses_new_sockets_and_keeps_every_acknowledged_message() {
                 if ack["ok"] != json!(true) {
                     return;
                 }
-                // The pair as the acknowledgement states it: rust_socketio draws ack ids at
-                // random below 1,000 and hands an answer to every call waiting on that id, so
-                // two senders on one socket can get each other's acknowledgement.
+                // The pair as the acknowledgement states it.
                 let acked_temp = ack["data"]["tempMessageId"]
                     .as_str()
                     .expect("the acknowledgement names its tempMessageId")
