@@ -13,9 +13,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use jibber_proto::api::{Change, Chat, DeliveredReceipt, Message, PublicUser, ReadReceipt};
-use jibber_store::batch::{
-    DeliveryRequest, GroupCommit, MAX_BATCH, SendAnswer, SendRequest, Write, Written,
-};
+use jibber_store::batch::{DeliveryRequest, GroupCommit, SendAnswer, SendRequest, Write, Written};
 use jibber_store::feed;
 use jibber_store::util::{from_ms, like_escape, to_ms};
 use jibber_store::{
@@ -220,6 +218,13 @@ pub(crate) const WAL_AUTOCHECKPOINT: u32 = 10_000;
 /// writes stay in memory instead of being read back from the file for every batch.
 pub(crate) const WRITER_CACHE_KIB: u32 = 32 * 1024;
 
+/// How many writes (sends and delivery receipts) one batch transaction takes at most. A batch
+/// writes about one page per chat and per user it touches whatever its size, so the pages per
+/// message fall as batches grow: at the shared cap of 256 the relay's batches were always full
+/// (800 writes waiting), and 1,024 delivered 9 % more (BENCHMARKS.md, session 7). A batch of
+/// 1,024 holds at most a few MiB and commits in a few milliseconds.
+const MAX_WRITE_BATCH: usize = 1024;
+
 impl SqliteStore {
     /// Opens (creating if needed) the database and runs the migrations.
     pub async fn open(config: &SqliteConfig) -> Result<Self> {
@@ -254,7 +259,7 @@ impl SqliteStore {
         let batch_writer = writer::BatchWriter::open(&filename, config.durability, writer.clone())?;
         let reads =
             reader::ReadPool::open(&filename, config.read_connections, config.acquire_timeout)?;
-        let writes = GroupCommit::spawn("sqlite", "write", MAX_BATCH, {
+        let writes = GroupCommit::spawn("sqlite", "write", MAX_WRITE_BATCH, {
             let (batch_writer, reads) = (batch_writer.clone(), reads.clone());
             move |batch| write_batch(batch_writer.clone(), reads.clone(), batch)
         });
@@ -879,20 +884,19 @@ impl Store for SqliteStore {
         let _t = Timer::start("mark_read");
         let now_ms = to_ms(now);
         let mut tx = self.begin().await?;
-        let other: Option<String> = sqlx::query_scalar(
-            "SELECT other_id FROM chat_members WHERE chat_id = ?1 AND user_id = ?2",
-        )
-        .bind(chat.to_string())
-        .bind(me.to_string())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(backend_err)?;
-        let other = other.ok_or(StoreError::NotFound)?;
+        let member: Option<(String, i64)> = sqlx::query_as(sql::READ_FLOOR)
+            .bind(chat.to_string())
+            .bind(me.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend_err)?;
+        let (other, floor) = member.ok_or(StoreError::NotFound)?;
         let marked = sqlx::query(sql::MARK_READ)
             .bind(chat.to_string())
             .bind(me.to_string())
             .bind(up_to)
             .bind(now_ms)
+            .bind(floor)
             .execute(&mut *tx)
             .await
             .map_err(backend_err)?

@@ -140,16 +140,33 @@ pub static SINCE: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-pub const MARK_DELIVERED: &str = "UPDATE messages SET status = 'delivered', delivered_at = ?3 \
-     WHERE id = ?1 AND receiver_id = ?2 AND status = 'sent' RETURNING chat_id, seq, sender_id";
+/// A message `?2` received and has not acknowledged yet: its row, chat, sequence and sender.
+/// The batch writer then marks it with [`MARK_DELIVERED`]: two statements, because `RETURNING`
+/// would collect its rows in a temporary table built for every receipt.
+pub const UNDELIVERED: &str = "SELECT rowid, chat_id, seq, sender_id FROM messages \
+     WHERE id = ?1 AND receiver_id = ?2 AND status = 'sent'";
 
+pub const MARK_DELIVERED: &str =
+    "UPDATE messages SET status = 'delivered', delivered_at = ?2 WHERE rowid = ?1";
+
+/// The reader's other member and read floor (every message it received at or below the floor
+/// is read: the marks below start there).
+pub const READ_FLOOR: &str =
+    "SELECT other_id, last_read_seq FROM chat_members WHERE chat_id = ?1 AND user_id = ?2";
+
+/// Marks the reader's messages after its read floor (`?5`) up to `?3` read: a range of the
+/// chat's (chat_id, seq) index.
 pub const MARK_READ: &str = "UPDATE messages SET status = 'read', read_at = ?4, delivered_at = coalesce(delivered_at, ?4) \
-     WHERE chat_id = ?1 AND receiver_id = ?2 AND seq <= ?3 AND status <> 'read'";
+     WHERE chat_id = ?1 AND seq > ?5 AND seq <= ?3 AND receiver_id = ?2 AND status <> 'read'";
 
-/// Sets the reader's unread count from the messages themselves, in the same transaction.
+/// Raises the reader's floor to `?3`, or to the chat's last message when `?3` is beyond it (a
+/// later message must not count as read), and sets its unread count from the messages after
+/// the new floor, in the same transaction.
 pub const RECOUNT_UNREAD: &str = "UPDATE chat_members SET \
-     unread_count = (SELECT count(*) FROM messages WHERE chat_id = ?1 AND receiver_id = ?2 AND status <> 'read' AND counts_unread = 1), \
-     last_read_seq = max(last_read_seq, ?3) \
+     last_read_seq = max(last_read_seq, min(?3, (SELECT next_seq - 1 FROM chats WHERE id = ?1))), \
+     unread_count = (SELECT count(*) FROM messages WHERE chat_id = ?1 \
+         AND seq > max(last_read_seq, min(?3, (SELECT next_seq - 1 FROM chats WHERE id = ?1))) \
+         AND receiver_id = ?2 AND status <> 'read' AND counts_unread = 1) \
      WHERE chat_id = ?1 AND user_id = ?2 RETURNING unread_count";
 
 pub const BUMP_CHANGE_SEQ: &str =
@@ -167,6 +184,25 @@ pub const INSERT_CHANGE: &str = "INSERT INTO user_changes (user_id, seq, kind, c
 pub const FEED: &str = "SELECT seq, kind, chat_id, message_id, actor_id, up_to_seq, at FROM user_changes \
      WHERE user_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3";
 
+/// The statements the batch writer runs for every send and receipt, by name: none may build a
+/// temporary table (tests/query_plans.rs).
+pub fn hot_writes() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("message_id_by_temp_id", MESSAGE_ID_BY_TEMP_ID),
+        ("other_member", OTHER_MEMBER),
+        ("chat_next_seq", CHAT_NEXT_SEQ),
+        ("insert_message", INSERT_MESSAGE),
+        ("change_seq", CHANGE_SEQ),
+        ("insert_change", INSERT_CHANGE),
+        ("undelivered", UNDELIVERED),
+        ("mark_delivered", MARK_DELIVERED),
+        ("set_change_seq", SET_CHANGE_SEQ),
+        ("set_next_seq", SET_NEXT_SEQ),
+        ("touch_members", TOUCH_MEMBERS),
+        ("mark_read", MARK_READ),
+    ]
+}
+
 /// The statements whose plans must use an index, by name (see tests/query_plans.rs).
 pub fn hot_queries() -> Vec<(&'static str, String)> {
     vec![
@@ -179,8 +215,10 @@ pub fn hot_queries() -> Vec<(&'static str, String)> {
         ("other_member", OTHER_MEMBER.to_owned()),
         ("history", HISTORY.clone()),
         ("since", SINCE.clone()),
+        ("read_floor", READ_FLOOR.to_owned()),
         ("mark_read", MARK_READ.to_owned()),
         ("recount_unread", RECOUNT_UNREAD.to_owned()),
+        ("undelivered", UNDELIVERED.to_owned()),
         ("mark_delivered", MARK_DELIVERED.to_owned()),
         ("feed", FEED.to_owned()),
         ("chat_next_seq", CHAT_NEXT_SEQ.to_owned()),

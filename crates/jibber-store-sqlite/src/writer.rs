@@ -151,25 +151,26 @@ fn deliver_one(
     counters: &mut Counters,
     DeliveryRequest { me, message, at }: DeliveryRequest,
 ) -> Result<Option<DeliveredReceipt>> {
-    let changed = tx
-        .prepare_cached(sql::MARK_DELIVERED)
+    let undelivered = tx
+        .prepare_cached(sql::UNDELIVERED)
         .and_then(|mut s| {
-            s.query_row(
-                params![message.to_string(), me.to_string(), to_ms(at)],
-                |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        row.get::<_, i64>(1)?,
-                        row.get::<_, String>(2)?,
-                    ))
-                },
-            )
+            s.query_row(params![message.to_string(), me.to_string()], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, i64>(2)?,
+                    row.get::<_, String>(3)?,
+                ))
+            })
             .optional()
         })
         .map_err(sq_err)?;
-    let Some((chat, seq, sender)) = changed else {
+    let Some((row, chat, seq, sender)) = undelivered else {
         return Ok(None);
     };
+    tx.prepare_cached(sql::MARK_DELIVERED)
+        .and_then(|mut s| s.execute(params![row, to_ms(at)]))
+        .map_err(sq_err)?;
     let chat_id = parse_uuid(&chat)?;
     let entry = FeedEntry {
         kind: "delivered",

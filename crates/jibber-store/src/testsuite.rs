@@ -249,6 +249,43 @@ pub async fn unread_counts_match_messages(store: Arc<dyn Store>) {
     );
 }
 
+/// A read mark beyond the chat's last message marks what exists, never a message that comes
+/// later; a later mark reads the later messages.
+pub async fn reading_ahead_leaves_later_messages_unread(store: Arc<dyn Store>) {
+    let a = user(&*store, "ahead_a").await;
+    let b = user(&*store, "ahead_b").await;
+    let c = chat(&*store, a, b).await;
+    store
+        .send_message(message(c, a, b, "first"), true)
+        .await
+        .expect("send");
+    let r = store.mark_read(b, c, 1000, now_ms()).await.expect("read");
+    assert_eq!((r.marked, r.unread_count), (1, 0));
+    for i in 0..3 {
+        store
+            .send_message(message(c, a, b, &format!("later{i}")), true)
+            .await
+            .expect("send");
+    }
+    assert_eq!(store.chat_for(b, c).await.expect("chat").unread_count, 3);
+    // A recount (a mark at or below what was read) finds the three.
+    let r = store.mark_read(b, c, 1, now_ms()).await.expect("recount");
+    assert_eq!((r.marked, r.unread_count), (0, 3));
+    let r = store.mark_read(b, c, 3, now_ms()).await.expect("read");
+    assert_eq!((r.marked, r.unread_count), (2, 1));
+    let unread: Vec<i64> = store
+        .messages_since(b, c, 0, 10)
+        .await
+        .expect("since")
+        .iter()
+        .filter(|m| m.delivery_status != DeliveryStatus::Read)
+        .map(|m| m.sequence_number)
+        .collect();
+    assert_eq!(unread, vec![4]);
+    let r = store.mark_read(b, c, 4, now_ms()).await.expect("read");
+    assert_eq!((r.marked, r.unread_count), (1, 0));
+}
+
 /// Delivered is set once, only by the receiver.
 pub async fn delivery_is_marked_once_by_the_receiver(store: Arc<dyn Store>) {
     let a = user(&*store, "dlv_a").await;
@@ -926,6 +963,7 @@ macro_rules! store_suite {
             sequences_are_gapless_under_concurrency,
             sends_are_idempotent,
             unread_counts_match_messages,
+            reading_ahead_leaves_later_messages_unread,
             delivery_is_marked_once_by_the_receiver,
             concurrent_deliveries_are_each_marked_once,
             non_members_see_nothing,

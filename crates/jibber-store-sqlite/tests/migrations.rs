@@ -1,0 +1,134 @@
+//! Migrations carry existing data forward: a database made by an earlier schema opens, and what
+//! it held still answers correctly.
+
+use jibber_store::Store;
+use jibber_store::util::now_ms;
+use jibber_store_sqlite::{SqliteConfig, SqliteStore};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use uuid::Uuid;
+
+/// Applies only the first migration (the schema as it shipped) to a new database file.
+async fn database_at_first_schema(path: &std::path::Path) -> sqlx::SqlitePool {
+    let first = tempfile::tempdir().expect("tempdir");
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    let mut names: Vec<_> = std::fs::read_dir(&source)
+        .expect("migrations")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    names.sort();
+    std::fs::copy(source.join(&names[0]), first.path().join(&names[0])).expect("copy");
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(
+            SqliteConnectOptions::new()
+                .filename(path)
+                .create_if_missing(true),
+        )
+        .await
+        .expect("connect");
+    sqlx::migrate::Migrator::new(first.path())
+        .await
+        .expect("migrator")
+        .run(&pool)
+        .await
+        .expect("first migration");
+    pool
+}
+
+/// Before 2026-12-03 a read mark beyond the chat's last message raised `last_read_seq` past
+/// messages that had not come yet. The read floor now bounds the mark-read and the recount, so
+/// the migration lowers such a floor below the member's first unread message.
+#[tokio::test]
+async fn an_old_read_mark_past_the_last_message_keeps_later_messages_unread() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("old.db");
+    let pool = database_at_first_schema(&path).await;
+    let (a, b, chat) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let (low, high) = if a < b { (a, b) } else { (b, a) };
+    for (id, name) in [(a, "old_a"), (b, "old_b")] {
+        sqlx::query(
+            "INSERT INTO users (id, username, username_lower, registration_record, public_id_key, \
+             public_signing_key, key_bundle, created_at) VALUES (?1, ?2, ?2, x'00', x'01', x'02', x'03', 1)",
+        )
+        .bind(id.to_string())
+        .bind(name)
+        .execute(&pool)
+        .await
+        .expect("user");
+    }
+    sqlx::query("INSERT INTO chats (id, user_low, user_high, next_seq, created_at, updated_at) VALUES (?1, ?2, ?3, 4, 1, 1)")
+        .bind(chat.to_string())
+        .bind(low.to_string())
+        .bind(high.to_string())
+        .execute(&pool)
+        .await
+        .expect("chat");
+    // b read "up to 100" when only message 1 existed; messages 2 and 3 came later, unread.
+    for (user, other, floor, unread) in [(a, b, 0, 0), (b, a, 100, 2)] {
+        sqlx::query("INSERT INTO chat_members (chat_id, user_id, other_id, unread_count, last_read_seq, last_activity) VALUES (?1, ?2, ?3, ?4, ?5, 1)")
+            .bind(chat.to_string())
+            .bind(user.to_string())
+            .bind(other.to_string())
+            .bind(unread)
+            .bind(floor)
+            .execute(&pool)
+            .await
+            .expect("member");
+    }
+    for (seq, status) in [(1, "read"), (2, "sent"), (3, "delivered")] {
+        sqlx::query(
+            "INSERT INTO messages (id, chat_id, seq, sender_id, receiver_id, cipher, iv, signature, \
+             sender_public_id_key, sender_public_signing_key, receiver_public_id_key, client_timestamp, \
+             temp_message_id, status, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, x'aa', x'bb', x'cc', x'01', x'02', x'01', 1, ?6, ?7, 1)",
+        )
+        .bind(Uuid::now_v7().to_string())
+        .bind(chat.to_string())
+        .bind(seq)
+        .bind(a.to_string())
+        .bind(b.to_string())
+        .bind(format!("t{seq}"))
+        .bind(status)
+        .execute(&pool)
+        .await
+        .expect("message");
+    }
+    pool.close().await;
+
+    let store = SqliteStore::open(&SqliteConfig::new(format!("sqlite://{}", path.display())))
+        .await
+        .expect("open migrates");
+    let floor: i64 = sqlx::query_scalar(
+        "SELECT last_read_seq FROM chat_members WHERE chat_id = ?1 AND user_id = ?2",
+    )
+    .bind(chat.to_string())
+    .bind(b.to_string())
+    .fetch_one(store.read_pool())
+    .await
+    .expect("floor");
+    assert_eq!(
+        floor, 1,
+        "the floor is lowered below the first unread message"
+    );
+    let indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'messages'",
+    )
+    .fetch_all(store.read_pool())
+    .await
+    .expect("indexes");
+    assert!(
+        !indexes
+            .iter()
+            .any(|n| n == "messages_unread" || n == "messages_receiver"),
+        "{indexes:?}"
+    );
+    // A recount still finds both unread messages, and a mark reads them.
+    let r = store
+        .mark_read(b, chat, 1, now_ms())
+        .await
+        .expect("recount");
+    assert_eq!((r.marked, r.unread_count), (0, 2));
+    let r = store.mark_read(b, chat, 3, now_ms()).await.expect("read");
+    assert_eq!((r.marked, r.unread_count), (2, 0));
+    store.close().await;
+}
