@@ -66,21 +66,26 @@ fn generate_sql(n: u64) -> Vec<String> {
             hub = uid("0"),
             peer = uid(&format!("j % {CHATS} + 1")),
         ),
+        // The hub's feed: one change per chat, then one per message of the last `feed`; change
+        // k is entry k of the hub's feed.
         format!(
             "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i < {CHATS} - 1) \
-             INSERT INTO user_changes (user_id, seq, kind, chat_id, actor_id, at) \
-             SELECT {}, i + 1, 'chat', '{c}' || printf('%011x', i), {}, {base} FROM k",
-            uid("0"),
+             INSERT INTO changes (id, kind, chat_id, actor_id, at) \
+             SELECT i + 1, 'chat', '{c}' || printf('%011x', i), {}, {base} FROM k",
             uid("0")
         ),
         format!(
             "WITH RECURSIVE g(j) AS (SELECT {n} - {feed} UNION ALL SELECT j + 1 FROM g WHERE j < {n} - 1) \
-             INSERT INTO user_changes (user_id, seq, kind, chat_id, message_id, actor_id, up_to_seq, at) \
-             SELECT {hub}, {CHATS} + 1 + j - ({n} - {feed}), 'message', '{c}' || printf('%011x', j % {CHATS}), \
+             INSERT INTO changes (id, kind, chat_id, message_id, actor_id, up_to_seq, at) \
+             SELECT {CHATS} + 1 + j - ({n} - {feed}), 'message', '{c}' || printf('%011x', j % {CHATS}), \
                  '{m}' || printf('%011x', j), \
                  CASE WHEN (j / {CHATS}) % 2 = 0 THEN {hub} ELSE {peer} END, j / {CHATS} + 1, {base} + j FROM g",
             hub = uid("0"),
             peer = uid(&format!("j % {CHATS} + 1")),
+        ),
+        format!(
+            "INSERT INTO user_feed (user_id, seq, change_id) SELECT {}, id, id FROM changes ORDER BY id",
+            uid("0")
         ),
         "ANALYZE".to_owned(),
     ]

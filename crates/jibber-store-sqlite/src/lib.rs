@@ -170,15 +170,9 @@ pub(crate) struct FeedEntry {
     at: OffsetDateTime,
 }
 
-/// Appends `e` to the feeds of `users` inside the caller's transaction.
+/// Stores change `e` once and appends it to the feeds of `users`, inside the caller's
+/// transaction.
 async fn push_change(tx: &mut SqliteConnection, users: &[Uuid], e: FeedEntry) -> Result<()> {
-    for user in users {
-        push_one(tx, *user, &e).await?;
-    }
-    Ok(())
-}
-
-async fn push_one(tx: &mut SqliteConnection, user: Uuid, e: &FeedEntry) -> Result<()> {
     let FeedEntry {
         kind,
         chat,
@@ -186,15 +180,8 @@ async fn push_one(tx: &mut SqliteConnection, user: Uuid, e: &FeedEntry) -> Resul
         actor,
         up_to,
         at,
-    } = *e;
-    let seq: i64 = sqlx::query_scalar(sql::BUMP_CHANGE_SEQ)
-        .bind(user.to_string())
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(backend_err)?;
-    sqlx::query(sql::INSERT_CHANGE)
-        .bind(user.to_string())
-        .bind(seq)
+    } = e;
+    let change = sqlx::query(sql::INSERT_CHANGE)
         .bind(kind)
         .bind(chat.to_string())
         .bind(message.map(|m| m.to_string()))
@@ -203,7 +190,22 @@ async fn push_one(tx: &mut SqliteConnection, user: Uuid, e: &FeedEntry) -> Resul
         .bind(to_ms(at))
         .execute(&mut *tx)
         .await
-        .map_err(backend_err)?;
+        .map_err(backend_err)?
+        .last_insert_rowid();
+    for user in users {
+        let seq: i64 = sqlx::query_scalar(sql::BUMP_CHANGE_SEQ)
+            .bind(user.to_string())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(backend_err)?;
+        sqlx::query(sql::INSERT_FEED_ENTRY)
+            .bind(user.to_string())
+            .bind(seq)
+            .bind(change)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend_err)?;
+    }
     Ok(())
 }
 

@@ -398,8 +398,16 @@ mod tests {
     #[test]
     fn the_decoders_positions_match_the_statements_columns() {
         let conn = Connection::open_in_memory().expect("open");
-        conn.execute_batch(include_str!("../migrations/20261122000001_init.sql"))
-            .expect("schema");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        let mut migrations: Vec<_> = std::fs::read_dir(&dir)
+            .expect("migrations")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        migrations.sort();
+        for m in migrations {
+            conn.execute_batch(&std::fs::read_to_string(&m).expect("read"))
+                .unwrap_or_else(|e| panic!("{}: {e}", m.display()));
+        }
         let names = |statement: &str| -> Vec<String> {
             conn.prepare(statement)
                 .expect("prepare")

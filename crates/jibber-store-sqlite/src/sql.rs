@@ -178,11 +178,17 @@ pub const CHANGE_SEQ: &str = "SELECT change_seq FROM users WHERE id = ?1";
 
 pub const SET_CHANGE_SEQ: &str = "UPDATE users SET change_seq = ?2 WHERE id = ?1";
 
-pub const INSERT_CHANGE: &str = "INSERT INTO user_changes (user_id, seq, kind, chat_id, message_id, actor_id, up_to_seq, at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+/// A change, stored once; each feed it is in gets an [`INSERT_FEED_ENTRY`] pointing at it.
+pub const INSERT_CHANGE: &str = "INSERT INTO changes (kind, chat_id, message_id, actor_id, up_to_seq, at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
-pub const FEED: &str = "SELECT seq, kind, chat_id, message_id, actor_id, up_to_seq, at FROM user_changes \
-     WHERE user_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3";
+pub const INSERT_FEED_ENTRY: &str =
+    "INSERT INTO user_feed (user_id, seq, change_id) VALUES (?1, ?2, ?3)";
+
+pub const FEED: &str = "SELECT f.seq AS seq, c.kind AS kind, c.chat_id AS chat_id, c.message_id AS message_id, \
+     c.actor_id AS actor_id, c.up_to_seq AS up_to_seq, c.at AS at \
+     FROM user_feed f JOIN changes c ON c.id = f.change_id \
+     WHERE f.user_id = ?1 AND f.seq > ?2 ORDER BY f.seq LIMIT ?3";
 
 /// The statements the batch writer runs for every send and receipt, by name: none may build a
 /// temporary table (tests/query_plans.rs).
@@ -194,6 +200,7 @@ pub fn hot_writes() -> Vec<(&'static str, &'static str)> {
         ("insert_message", INSERT_MESSAGE),
         ("change_seq", CHANGE_SEQ),
         ("insert_change", INSERT_CHANGE),
+        ("insert_feed_entry", INSERT_FEED_ENTRY),
         ("undelivered", UNDELIVERED),
         ("mark_delivered", MARK_DELIVERED),
         ("set_change_seq", SET_CHANGE_SEQ),

@@ -180,7 +180,7 @@ fn deliver_one(
         up_to: Some(seq),
         at,
     };
-    counters.push_change(tx, &sender, &entry)?;
+    counters.push_change(tx, &[&sender], &entry)?;
     Ok(Some(DeliveredReceipt {
         message_id: message,
         chat_id,
@@ -254,14 +254,38 @@ impl Counters {
         Ok(seq)
     }
 
-    /// Appends `e` to `user`'s change feed.
+    /// Stores change `e` once and appends it to the feed of each of `users`.
     fn push_change(
         &mut self,
         tx: &rusqlite::Transaction<'_>,
-        user: &str,
+        users: &[&str],
         e: &FeedEntry,
     ) -> Result<()> {
-        let seq = match self.feeds.get_mut(user) {
+        tx.prepare_cached(sql::INSERT_CHANGE)
+            .and_then(|mut s| {
+                s.execute(params![
+                    e.kind,
+                    e.chat.to_string(),
+                    e.message.map(|m| m.to_string()),
+                    e.actor.map(|a| a.to_string()),
+                    e.up_to,
+                    to_ms(e.at),
+                ])
+            })
+            .map_err(sq_err)?;
+        let change = tx.last_insert_rowid();
+        for user in users {
+            let seq = self.next_feed_seq(tx, user)?;
+            tx.prepare_cached(sql::INSERT_FEED_ENTRY)
+                .and_then(|mut s| s.execute(params![user, seq, change]))
+                .map_err(sq_err)?;
+        }
+        Ok(())
+    }
+
+    /// The next cursor of `user`'s feed (its last one is read once per batch).
+    fn next_feed_seq(&mut self, tx: &rusqlite::Transaction<'_>, user: &str) -> Result<i64> {
+        Ok(match self.feeds.get_mut(user) {
             Some(seq) => {
                 *seq += 1;
                 *seq
@@ -274,22 +298,7 @@ impl Counters {
                 self.feeds.insert(user.to_owned(), last + 1);
                 last + 1
             }
-        };
-        tx.prepare_cached(sql::INSERT_CHANGE)
-            .and_then(|mut s| {
-                s.execute(params![
-                    user,
-                    seq,
-                    e.kind,
-                    e.chat.to_string(),
-                    e.message.map(|m| m.to_string()),
-                    e.actor.map(|a| a.to_string()),
-                    e.up_to,
-                    to_ms(e.at),
-                ])
-            })
-            .map_err(sq_err)?;
-        Ok(())
+        })
     }
 
     /// Writes the counters back, once per chat and per user.
@@ -387,7 +396,6 @@ fn send_one(
         up_to: Some(seq),
         at: m.created_at,
     };
-    counters.push_change(tx, &sender, &entry)?;
-    counters.push_change(tx, &receiver, &entry)?;
+    counters.push_change(tx, &[&sender, &receiver], &entry)?;
     Ok(Outcome::Stored(Box::new(m.stored(seq))))
 }

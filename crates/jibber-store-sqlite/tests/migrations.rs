@@ -1,7 +1,9 @@
 //! Migrations carry existing data forward: a database made by an earlier schema opens, and what
 //! it held still answers correctly.
 
+use jibber_proto::api::Change;
 use jibber_store::Store;
+use jibber_store::testsuite::message;
 use jibber_store::util::now_ms;
 use jibber_store_sqlite::{SqliteConfig, SqliteStore};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
@@ -35,11 +37,14 @@ async fn database_at_first_schema(path: &std::path::Path) -> sqlx::SqlitePool {
     pool
 }
 
-/// Before 2026-12-03 a read mark beyond the chat's last message raised `last_read_seq` past
-/// messages that had not come yet. The read floor now bounds the mark-read and the recount, so
-/// the migration lowers such a floor below the member's first unread message.
+/// A database of the first schema, migrated:
+/// - before 2026-12-03 a read mark beyond the chat's last message raised `last_read_seq` past
+///   messages that had not come yet. The read floor now bounds the mark-read and the recount,
+///   so the migration lowers such a floor below the member's first unread message;
+/// - the feeds moved from one table of full rows to a shared change log with per-user entries:
+///   every feed reads as before and goes on from its last cursor.
 #[tokio::test]
-async fn an_old_read_mark_past_the_last_message_keeps_later_messages_unread() {
+async fn a_database_of_the_first_schema_keeps_its_read_marks_and_feeds() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("old.db");
     let pool = database_at_first_schema(&path).await;
@@ -75,14 +80,18 @@ async fn an_old_read_mark_past_the_last_message_keeps_later_messages_unread() {
             .await
             .expect("member");
     }
-    for (seq, status) in [(1, "read"), (2, "sent"), (3, "delivered")] {
+    let ids: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
+    for ((seq, status), id) in [(1, "read"), (2, "sent"), (3, "delivered")]
+        .into_iter()
+        .zip(&ids)
+    {
         sqlx::query(
             "INSERT INTO messages (id, chat_id, seq, sender_id, receiver_id, cipher, iv, signature, \
              sender_public_id_key, sender_public_signing_key, receiver_public_id_key, client_timestamp, \
              temp_message_id, status, created_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, x'aa', x'bb', x'cc', x'01', x'02', x'01', 1, ?6, ?7, 1)",
         )
-        .bind(Uuid::now_v7().to_string())
+        .bind(id.to_string())
         .bind(chat.to_string())
         .bind(seq)
         .bind(a.to_string())
@@ -93,11 +102,53 @@ async fn an_old_read_mark_past_the_last_message_keeps_later_messages_unread() {
         .await
         .expect("message");
     }
+    // The feeds: both got the chat; b got message 3 (and, earlier, the first two).
+    let feed = [
+        (a, 1, "chat", None),
+        (b, 1, "chat", None),
+        (b, 2, "message", Some((ids[2], 3))),
+    ];
+    for (user, seq, kind, message) in feed {
+        sqlx::query(
+            "INSERT INTO user_changes (user_id, seq, kind, chat_id, message_id, actor_id, up_to_seq, at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)",
+        )
+        .bind(user.to_string())
+        .bind(seq)
+        .bind(kind)
+        .bind(chat.to_string())
+        .bind(message.map(|(id, _)| id.to_string()))
+        .bind(a.to_string())
+        .bind(message.map(|(_, seq)| seq))
+        .execute(&pool)
+        .await
+        .expect("feed");
+        sqlx::query("UPDATE users SET change_seq = ?2 WHERE id = ?1")
+            .bind(user.to_string())
+            .bind(seq)
+            .execute(&pool)
+            .await
+            .expect("cursor");
+    }
     pool.close().await;
 
     let store = SqliteStore::open(&SqliteConfig::new(format!("sqlite://{}", path.display())))
         .await
         .expect("open migrates");
+    // The feeds read as before, and go on from their last cursor.
+    let cursors = |changes: &[Change]| changes.iter().map(Change::cursor).collect::<Vec<_>>();
+    let b_feed = store.changes_since(b, 0, 10).await.expect("b's feed");
+    assert_eq!(cursors(&b_feed), [1, 2]);
+    match &b_feed[1] {
+        Change::Message { message, .. } => {
+            assert_eq!((message.id, message.sequence_number), (ids[2], 3));
+        }
+        other => panic!("expected message 3, got {other:?}"),
+    }
+    assert_eq!(
+        cursors(&store.changes_since(a, 0, 10).await.expect("a's feed")),
+        [1]
+    );
     let floor: i64 = sqlx::query_scalar(
         "SELECT last_read_seq FROM chat_members WHERE chat_id = ?1 AND user_id = ?2",
     )
@@ -130,5 +181,19 @@ async fn an_old_read_mark_past_the_last_message_keeps_later_messages_unread() {
     assert_eq!((r.marked, r.unread_count), (0, 2));
     let r = store.mark_read(b, chat, 3, now_ms()).await.expect("read");
     assert_eq!((r.marked, r.unread_count), (2, 0));
+
+    // The read mark was entry 3 of b's feed and 2 of a's; a new message is the next of each.
+    store
+        .send_message(message(chat, a, b, "after the migration"), true)
+        .await
+        .expect("send");
+    assert_eq!(
+        cursors(&store.changes_since(b, 1, 10).await.expect("b's feed")),
+        [2, 3, 4]
+    );
+    assert_eq!(
+        cursors(&store.changes_since(a, 0, 10).await.expect("a's feed")),
+        [1, 2, 3]
+    );
     store.close().await;
 }

@@ -124,12 +124,10 @@ async fn rewritten_checks_still_refuse_bad_values() {
         bad_status.to_string().contains("CHECK constraint failed"),
         "{bad_status}"
     );
-    let bad_kind = sqlx::query(
-        "INSERT INTO user_changes (user_id, seq, kind, chat_id, at) VALUES ('u', 1, 'gone', 'c', 1)",
-    )
-    .execute(&writer)
-    .await
-    .expect_err("a feed kind outside the four");
+    let bad_kind = sqlx::query("INSERT INTO changes (kind, chat_id, at) VALUES ('gone', 'c', 1)")
+        .execute(&writer)
+        .await
+        .expect_err("a feed kind outside the four");
     assert!(
         bad_kind.to_string().contains("CHECK constraint failed"),
         "{bad_kind}"
