@@ -430,10 +430,19 @@ test('history loads as you scroll up', async () => {
   assert.equal(await messages.count(), 50);
   while ((await messages.count()) < total) {
     const before = await messages.count();
-    await P.page.getByTestId('messages').evaluate((el) => {
-      el.scrollTop = 0;
-    });
-    await P.page.waitForFunction((n) => document.querySelectorAll('[data-testid=message]').length > n, before);
+    // Scroll to the top until older messages appear. The app ignores a scroll that comes while
+    // a page is still loading (CI once timed out here: the list sat at the top, and a second
+    // scroll to 0 is no scroll), so each poll moves the list, as a user's finger would.
+    await P.page.waitForFunction(
+      (n) => {
+        if (document.querySelectorAll('[data-testid=message]').length > n) return true;
+        const el = document.querySelector('[data-testid=messages]');
+        el.scrollTop = el.scrollTop === 0 ? 1 : 0;
+        return false;
+      },
+      before,
+      { polling: 100 },
+    );
   }
   await P.page.getByText('This is the start of your chat.').waitFor();
   await bubble(P.page, 'Hello Bob! 👋').waitFor();
