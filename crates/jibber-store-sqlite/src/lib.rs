@@ -886,13 +886,16 @@ impl Store for SqliteStore {
         let _t = Timer::start("mark_read");
         let now_ms = to_ms(now);
         let mut tx = self.begin().await?;
-        let member: Option<(String, i64)> = sqlx::query_as(sql::READ_FLOOR)
+        let member: Option<(String, i64, i64)> = sqlx::query_as(sql::READ_FLOOR)
             .bind(chat.to_string())
             .bind(me.to_string())
             .fetch_optional(&mut *tx)
             .await
             .map_err(backend_err)?;
-        let (other, floor) = member.ok_or(StoreError::NotFound)?;
+        let (other, floor, last) = member.ok_or(StoreError::NotFound)?;
+        // After the marks, everything up to `up_to` is read, but never beyond the chat's last
+        // message: one that comes later must not count as read.
+        let new_floor = floor.max(up_to.min(last));
         let marked = sqlx::query(sql::MARK_READ)
             .bind(chat.to_string())
             .bind(me.to_string())
@@ -906,7 +909,7 @@ impl Store for SqliteStore {
         let unread: i64 = sqlx::query_scalar(sql::RECOUNT_UNREAD)
             .bind(chat.to_string())
             .bind(me.to_string())
-            .bind(up_to)
+            .bind(new_floor)
             .fetch_one(&mut *tx)
             .await
             .map_err(backend_err)?;

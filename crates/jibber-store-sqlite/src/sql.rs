@@ -149,23 +149,21 @@ pub const UNDELIVERED: &str = "SELECT rowid, chat_id, seq, sender_id FROM messag
 pub const MARK_DELIVERED: &str =
     "UPDATE messages SET status = 'delivered', delivered_at = ?2 WHERE rowid = ?1";
 
-/// The reader's other member and read floor (every message it received at or below the floor
-/// is read: the marks below start there).
-pub const READ_FLOOR: &str =
-    "SELECT other_id, last_read_seq FROM chat_members WHERE chat_id = ?1 AND user_id = ?2";
+/// The reader's other member, its read floor (every message it received at or below the floor
+/// is read: the marks below start there) and the chat's last sequence number.
+pub const READ_FLOOR: &str = "SELECT me.other_id, me.last_read_seq, c.next_seq - 1 \
+     FROM chat_members me JOIN chats c ON c.id = me.chat_id \
+     WHERE me.chat_id = ?1 AND me.user_id = ?2";
 
 /// Marks the reader's messages after its read floor (`?5`) up to `?3` read: a range of the
 /// chat's (chat_id, seq) index.
 pub const MARK_READ: &str = "UPDATE messages SET status = 'read', read_at = ?4, delivered_at = coalesce(delivered_at, ?4) \
      WHERE chat_id = ?1 AND seq > ?5 AND seq <= ?3 AND receiver_id = ?2 AND status <> 'read'";
 
-/// Raises the reader's floor to `?3`, or to the chat's last message when `?3` is beyond it (a
-/// later message must not count as read), and sets its unread count from the messages after
-/// the new floor, in the same transaction.
-pub const RECOUNT_UNREAD: &str = "UPDATE chat_members SET \
-     last_read_seq = max(last_read_seq, min(?3, (SELECT next_seq - 1 FROM chats WHERE id = ?1))), \
-     unread_count = (SELECT count(*) FROM messages WHERE chat_id = ?1 \
-         AND seq > max(last_read_seq, min(?3, (SELECT next_seq - 1 FROM chats WHERE id = ?1))) \
+/// Sets the reader's new read floor `?3` and its unread count from the messages after it, in
+/// the same transaction as the marks.
+pub const RECOUNT_UNREAD: &str = "UPDATE chat_members SET last_read_seq = ?3, \
+     unread_count = (SELECT count(*) FROM messages WHERE chat_id = ?1 AND seq > ?3 \
          AND receiver_id = ?2 AND status <> 'read' AND counts_unread = 1) \
      WHERE chat_id = ?1 AND user_id = ?2 RETURNING unread_count";
 
