@@ -188,8 +188,8 @@ pub const FEED: &str = "SELECT f.seq AS seq, c.kind AS kind, c.chat_id AS chat_i
      FROM user_feed f JOIN changes c ON c.id = f.change_id \
      WHERE f.user_id = ?1 AND f.seq > ?2 ORDER BY f.seq LIMIT ?3";
 
-/// The statements the batch writer runs for every send and receipt, by name: none may build a
-/// temporary table (tests/query_plans.rs).
+/// The statements the batch writer runs for every send and receipt, and the mark-read, by
+/// name: none may build a temporary table (tests/query_plans.rs).
 pub fn hot_writes() -> Vec<(&'static str, &'static str)> {
     vec![
         ("message_id_by_temp_id", MESSAGE_ID_BY_TEMP_ID),
