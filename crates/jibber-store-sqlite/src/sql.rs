@@ -106,19 +106,18 @@ pub static CHAT_LIST_AFTER: LazyLock<String> = LazyLock::new(|| {
 pub const MESSAGE_ID_BY_TEMP_ID: &str =
     "SELECT id, chat_id FROM messages WHERE sender_id = ?1 AND temp_message_id = ?2";
 
-/// The other member of a chat, if `?2` is a member.
-pub const OTHER_MEMBER: &str =
-    "SELECT other_id FROM chat_members WHERE chat_id = ?1 AND user_id = ?2";
-
-/// A chat's next sequence number, read once per batch by the batch writer (which is the only
-/// writer while it runs) and written back with [`SET_NEXT_SEQ`].
-pub const CHAT_NEXT_SEQ: &str = "SELECT next_seq FROM chats WHERE id = ?1";
+/// A chat's next sequence number and its members (one row per member, with the other one;
+/// no row: no such chat), read once per batch by the batch writer (which is the only writer
+/// while it runs). The counter is written back with [`SET_NEXT_SEQ`].
+pub const CHAT_SEQ_AND_MEMBERS: &str = "SELECT c.next_seq, m.user_id, m.other_id \
+     FROM chats c JOIN chat_members m ON m.chat_id = c.id WHERE c.id = ?1";
 
 pub const SET_NEXT_SEQ: &str = "UPDATE chats SET next_seq = ?2, updated_at = ?3 WHERE id = ?1";
 
 pub const INSERT_MESSAGE: &str = "INSERT INTO messages (id, chat_id, seq, sender_id, receiver_id, cipher, iv, signature, \
      sender_public_id_key, sender_public_signing_key, receiver_public_id_key, client_timestamp, temp_message_id, created_at, counts_unread) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
+     ON CONFLICT (sender_id, temp_message_id) DO NOTHING";
 
 /// Moves both members' activity and adds a batch's unread messages to each member's count
 /// (`?3` gets `?4` more, `?5` gets `?6` more).
@@ -193,8 +192,7 @@ pub const FEED: &str = "SELECT f.seq AS seq, c.kind AS kind, c.chat_id AS chat_i
 pub fn hot_writes() -> Vec<(&'static str, &'static str)> {
     vec![
         ("message_id_by_temp_id", MESSAGE_ID_BY_TEMP_ID),
-        ("other_member", OTHER_MEMBER),
-        ("chat_next_seq", CHAT_NEXT_SEQ),
+        ("chat_seq_and_members", CHAT_SEQ_AND_MEMBERS),
         ("insert_message", INSERT_MESSAGE),
         ("change_seq", CHANGE_SEQ),
         ("insert_change", INSERT_CHANGE),
@@ -217,7 +215,6 @@ pub fn hot_queries() -> Vec<(&'static str, String)> {
         ("chat_list", CHAT_LIST.clone()),
         ("chat_list_after", CHAT_LIST_AFTER.clone()),
         ("message_id_by_temp_id", MESSAGE_ID_BY_TEMP_ID.to_owned()),
-        ("other_member", OTHER_MEMBER.to_owned()),
         ("history", HISTORY.clone()),
         ("since", SINCE.clone()),
         ("read_floor", READ_FLOOR.to_owned()),
@@ -226,7 +223,7 @@ pub fn hot_queries() -> Vec<(&'static str, String)> {
         ("undelivered", UNDELIVERED.to_owned()),
         ("mark_delivered", MARK_DELIVERED.to_owned()),
         ("feed", FEED.to_owned()),
-        ("chat_next_seq", CHAT_NEXT_SEQ.to_owned()),
+        ("chat_seq_and_members", CHAT_SEQ_AND_MEMBERS.to_owned()),
         ("set_next_seq", SET_NEXT_SEQ.to_owned()),
         ("touch_members", TOUCH_MEMBERS.to_owned()),
         ("change_seq", CHANGE_SEQ.to_owned()),

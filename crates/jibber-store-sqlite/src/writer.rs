@@ -121,13 +121,14 @@ impl BatchWriter {
     /// of it is written); a database error fails the whole batch.
     pub(crate) async fn writes(&self, batch: Vec<Write>) -> Result<Vec<Result<Outcome>>> {
         self.run(move |tx| {
+            let mut st = Statements::prepare(tx)?;
             let mut counters = Counters::default();
             let mut out = Vec::with_capacity(batch.len());
             for w in batch {
                 let answer = match w {
-                    Write::Send(r) => send_one(tx, &mut counters, r),
+                    Write::Send(r) => send_one(&mut st, &mut counters, r),
                     Write::Delivered(r) => {
-                        deliver_one(tx, &mut counters, r).map(Outcome::Delivered)
+                        deliver_one(&mut st, &mut counters, r).map(Outcome::Delivered)
                     }
                 };
                 match answer {
@@ -137,6 +138,7 @@ impl BatchWriter {
                     answer => out.push(answer),
                 }
             }
+            drop(st);
             counters.write(tx)?;
             Ok(out)
         })
@@ -144,32 +146,60 @@ impl BatchWriter {
     }
 }
 
+/// The statements a batch runs for every write, taken from the connection's statement cache
+/// once per batch rather than once per use (each lookup hashes the statement's text: ~2 % of
+/// the server in the relay, BENCHMARKS.md session 8).
+struct Statements<'c> {
+    chat: rusqlite::CachedStatement<'c>,
+    insert_message: rusqlite::CachedStatement<'c>,
+    message_by_temp_id: rusqlite::CachedStatement<'c>,
+    undelivered: rusqlite::CachedStatement<'c>,
+    mark_delivered: rusqlite::CachedStatement<'c>,
+    insert_change: rusqlite::CachedStatement<'c>,
+    insert_feed_entry: rusqlite::CachedStatement<'c>,
+    change_seq: rusqlite::CachedStatement<'c>,
+}
+
+impl<'c> Statements<'c> {
+    fn prepare(tx: &'c rusqlite::Transaction<'_>) -> Result<Self> {
+        let p = |sql: &str| tx.prepare_cached(sql).map_err(sq_err);
+        Ok(Statements {
+            chat: p(sql::CHAT_SEQ_AND_MEMBERS)?,
+            insert_message: p(sql::INSERT_MESSAGE)?,
+            message_by_temp_id: p(sql::MESSAGE_ID_BY_TEMP_ID)?,
+            undelivered: p(sql::UNDELIVERED)?,
+            mark_delivered: p(sql::MARK_DELIVERED)?,
+            insert_change: p(sql::INSERT_CHANGE)?,
+            insert_feed_entry: p(sql::INSERT_FEED_ENTRY)?,
+            change_seq: p(sql::CHANGE_SEQ)?,
+        })
+    }
+}
+
 /// Marks one message delivered inside the batch's transaction. `None` for a message that was
 /// not `me`'s to mark or was delivered already (also earlier in this batch).
 fn deliver_one(
-    tx: &rusqlite::Transaction<'_>,
+    st: &mut Statements<'_>,
     counters: &mut Counters,
     DeliveryRequest { me, message, at }: DeliveryRequest,
 ) -> Result<Option<DeliveredReceipt>> {
-    let undelivered = tx
-        .prepare_cached(sql::UNDELIVERED)
-        .and_then(|mut s| {
-            s.query_row(params![message.to_string(), me.to_string()], |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, i64>(2)?,
-                    row.get::<_, String>(3)?,
-                ))
-            })
-            .optional()
+    let undelivered = st
+        .undelivered
+        .query_row(params![message.to_string(), me.to_string()], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, i64>(2)?,
+                row.get::<_, String>(3)?,
+            ))
         })
+        .optional()
         .map_err(sq_err)?;
     let Some((row, chat, seq, sender)) = undelivered else {
         return Ok(None);
     };
-    tx.prepare_cached(sql::MARK_DELIVERED)
-        .and_then(|mut s| s.execute(params![row, to_ms(at)]))
+    st.mark_delivered
+        .execute(params![row, to_ms(at)])
         .map_err(sq_err)?;
     let chat_id = parse_uuid(&chat)?;
     let entry = FeedEntry {
@@ -180,7 +210,7 @@ fn deliver_one(
         up_to: Some(seq),
         at,
     };
-    counters.push_change(tx, &[&sender], &entry)?;
+    counters.push_change(st, &[&sender], &entry)?;
     Ok(Some(DeliveredReceipt {
         message_id: message,
         chat_id,
@@ -195,17 +225,45 @@ pub(crate) fn parse_uuid(s: &str) -> Result<Uuid> {
         .map_err(|e| StoreError::Backend(format!("bad uuid {s:?} in the database: {e}")))
 }
 
-/// A chat's counters as a batch leaves them.
+/// A chat as a batch sees it: its members, read once, and its counters as the batch leaves
+/// them.
 struct ChatCounters {
+    /// Each member with the other member (none: no such chat).
+    members: Vec<(String, String)>,
     /// The sequence number the chat's next message gets.
     next_seq: i64,
+    /// Whether the batch stored a message in the chat (only then are its counters written).
+    used: bool,
     /// The time of the batch's last send in the chat.
     at: i64,
     /// Messages of the batch that count as unread, per receiver (at most the two members).
     unread: Vec<(String, i64)>,
 }
 
-/// The shared counters a batch changes, read on first use and written back by
+impl ChatCounters {
+    /// The other member, if `user` is a member.
+    fn other_of(&self, user: &str) -> Option<&str> {
+        self.members
+            .iter()
+            .find(|(u, _)| u == user)
+            .map(|(_, o)| o.as_str())
+    }
+
+    /// The batch stored message `next_seq` in this chat.
+    fn stored(&mut self, now_ms: i64, receiver: &str, count_unread: bool) {
+        self.next_seq += 1;
+        self.used = true;
+        self.at = now_ms;
+        if count_unread {
+            match self.unread.iter_mut().find(|(u, _)| u == receiver) {
+                Some((_, n)) => *n += 1,
+                None => self.unread.push((receiver.to_owned(), 1)),
+            }
+        }
+    }
+}
+
+/// The shared rows a batch reads and changes, read on first use and written back by
 /// [`Counters::write`] before the commit.
 #[derive(Default)]
 struct Counters {
@@ -215,85 +273,71 @@ struct Counters {
 }
 
 impl Counters {
-    /// The chat's next sequence number (the chat exists: its membership was checked).
-    fn next_seq(
-        &mut self,
-        tx: &rusqlite::Transaction<'_>,
-        chat: &str,
-        now_ms: i64,
-        receiver: &str,
-        count_unread: bool,
-    ) -> Result<i64> {
+    /// The chat as this batch sees it (read once per batch: the batch writer is the only writer
+    /// while it runs, so neither its members nor its counter change underneath).
+    fn chat(&mut self, st: &mut Statements<'_>, chat: &str) -> Result<&mut ChatCounters> {
         if !self.chats.contains_key(chat) {
-            let next_seq: i64 = tx
-                .prepare_cached(sql::CHAT_NEXT_SEQ)
-                .and_then(|mut s| s.query_row([chat], |row| row.get(0)))
-                .map_err(sq_err)?;
+            let mut next_seq = 0;
+            let mut members = Vec::with_capacity(2);
+            let mut rows = st.chat.query([chat]).map_err(sq_err)?;
+            while let Some(row) = rows.next().map_err(sq_err)? {
+                next_seq = row.get(0).map_err(sq_err)?;
+                members.push((row.get(1).map_err(sq_err)?, row.get(2).map_err(sq_err)?));
+            }
             self.chats.insert(
                 chat.to_owned(),
                 ChatCounters {
+                    members,
                     next_seq,
-                    at: now_ms,
+                    used: false,
+                    at: 0,
                     unread: Vec::new(),
                 },
             );
         }
-        let c = self
-            .chats
+        self.chats
             .get_mut(chat)
-            .ok_or_else(|| StoreError::Backend("chat counters lost".into()))?;
-        let seq = c.next_seq;
-        c.next_seq += 1;
-        c.at = now_ms;
-        if count_unread {
-            match c.unread.iter_mut().find(|(u, _)| u == receiver) {
-                Some((_, n)) => *n += 1,
-                None => c.unread.push((receiver.to_owned(), 1)),
-            }
-        }
-        Ok(seq)
+            .ok_or_else(|| StoreError::Backend("chat counters lost".into()))
     }
 
     /// Stores change `e` once and appends it to the feed of each of `users`.
     fn push_change(
         &mut self,
-        tx: &rusqlite::Transaction<'_>,
+        st: &mut Statements<'_>,
         users: &[&str],
         e: &FeedEntry,
     ) -> Result<()> {
-        tx.prepare_cached(sql::INSERT_CHANGE)
-            .and_then(|mut s| {
-                s.execute(params![
-                    e.kind,
-                    e.chat.to_string(),
-                    e.message.map(|m| m.to_string()),
-                    e.actor.map(|a| a.to_string()),
-                    e.up_to,
-                    to_ms(e.at),
-                ])
-            })
+        let change = st
+            .insert_change
+            .insert(params![
+                e.kind,
+                e.chat.to_string(),
+                e.message.map(|m| m.to_string()),
+                e.actor.map(|a| a.to_string()),
+                e.up_to,
+                to_ms(e.at),
+            ])
             .map_err(sq_err)?;
-        let change = tx.last_insert_rowid();
         for user in users {
-            let seq = self.next_feed_seq(tx, user)?;
-            tx.prepare_cached(sql::INSERT_FEED_ENTRY)
-                .and_then(|mut s| s.execute(params![user, seq, change]))
+            let seq = self.next_feed_seq(st, user)?;
+            st.insert_feed_entry
+                .execute(params![user, seq, change])
                 .map_err(sq_err)?;
         }
         Ok(())
     }
 
     /// The next cursor of `user`'s feed (its last one is read once per batch).
-    fn next_feed_seq(&mut self, tx: &rusqlite::Transaction<'_>, user: &str) -> Result<i64> {
+    fn next_feed_seq(&mut self, st: &mut Statements<'_>, user: &str) -> Result<i64> {
         Ok(match self.feeds.get_mut(user) {
             Some(seq) => {
                 *seq += 1;
                 *seq
             }
             None => {
-                let last: i64 = tx
-                    .prepare_cached(sql::CHANGE_SEQ)
-                    .and_then(|mut s| s.query_row([user], |row| row.get(0)))
+                let last: i64 = st
+                    .change_seq
+                    .query_row([user], |row| row.get(0))
                     .map_err(sq_err)?;
                 self.feeds.insert(user.to_owned(), last + 1);
                 last + 1
@@ -308,7 +352,7 @@ impl Counters {
                 .and_then(|mut s| s.execute(params![user, seq]))
                 .map_err(sq_err)?;
         }
-        for (chat, c) in self.chats {
+        for (chat, c) in self.chats.into_iter().filter(|(_, c)| c.used) {
             tx.prepare_cached(sql::SET_NEXT_SEQ)
                 .and_then(|mut s| s.execute(params![chat, c.next_seq, c.at]))
                 .map_err(sq_err)?;
@@ -324,70 +368,63 @@ impl Counters {
 }
 
 /// One send inside the batch's transaction (the steps of `Store::send_message`).
-fn send_one(
-    tx: &rusqlite::Transaction<'_>,
-    counters: &mut Counters,
-    r: SendRequest,
-) -> Result<Outcome> {
+///
+/// The membership comes from the batch's copy of the chat. The message is then inserted with
+/// the chat's next sequence number unless its (sender, tempMessageId) is taken: the insert's own
+/// unique-index check is the repeat check, and only a repeat looks the first message up (one
+/// statement per send fewer than checking first). The sequence number is used only when the
+/// insert stored the row, so a repeat leaves no gap.
+fn send_one(st: &mut Statements<'_>, counters: &mut Counters, r: SendRequest) -> Result<Outcome> {
     let SendRequest {
         msg: m,
         count_unread,
     } = r;
     let sender = m.sender.to_string();
     let chat = m.chat_id.to_string();
-    // A repeat of (sender, tempMessageId) returns the first message, whenever it comes.
-    let existing = tx
-        .prepare_cached(sql::MESSAGE_ID_BY_TEMP_ID)
-        .and_then(|mut s| {
-            s.query_row(params![sender, m.temp_message_id], |row| {
+    let receiver = m.receiver.to_string();
+    let c = counters.chat(st, &chat)?;
+    match c.other_of(&sender) {
+        None => return Err(StoreError::NotFound),
+        Some(o) if o != receiver => return Err(StoreError::WrongReceiver),
+        Some(_) => {}
+    }
+    let now_ms = to_ms(m.created_at);
+    let seq = c.next_seq;
+    let stored = st
+        .insert_message
+        .execute(params![
+            m.id.to_string(),
+            chat,
+            seq,
+            sender,
+            receiver,
+            m.cipher,
+            m.iv,
+            m.signature,
+            m.sender_public_id_key,
+            m.sender_public_signing_key,
+            m.receiver_public_id_key,
+            to_ms(m.client_timestamp),
+            m.temp_message_id,
+            now_ms,
+            count_unread,
+        ])
+        .map_err(sq_err)?;
+    if stored == 0 {
+        // A repeat of (sender, tempMessageId) returns the first message, whenever it came.
+        let (id, its_chat) = st
+            .message_by_temp_id
+            .query_row(params![sender, m.temp_message_id], |row| {
                 Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
             })
-            .optional()
-        })
-        .map_err(sq_err)?;
-    if let Some((id, its_chat)) = existing {
+            .map_err(sq_err)?;
         if its_chat != chat {
             // Same idempotency key reused for another chat: refuse rather than mislead.
             return Err(StoreError::Conflict("tempMessageId"));
         }
         return Ok(Outcome::Duplicate(parse_uuid(&id)?));
     }
-    let other: Option<String> = tx
-        .prepare_cached(sql::OTHER_MEMBER)
-        .and_then(|mut s| {
-            s.query_row(params![chat, sender], |row| row.get(0))
-                .optional()
-        })
-        .map_err(sq_err)?;
-    match other {
-        None => return Err(StoreError::NotFound),
-        Some(o) if o != m.receiver.to_string() => return Err(StoreError::WrongReceiver),
-        Some(_) => {}
-    }
-    let now_ms = to_ms(m.created_at);
-    let receiver = m.receiver.to_string();
-    let seq = counters.next_seq(tx, &chat, now_ms, &receiver, count_unread)?;
-    tx.prepare_cached(sql::INSERT_MESSAGE)
-        .and_then(|mut s| {
-            s.execute(params![
-                m.id.to_string(),
-                chat,
-                seq,
-                sender,
-                receiver,
-                m.cipher,
-                m.iv,
-                m.signature,
-                m.sender_public_id_key,
-                m.sender_public_signing_key,
-                m.receiver_public_id_key,
-                to_ms(m.client_timestamp),
-                m.temp_message_id,
-                now_ms,
-                count_unread,
-            ])
-        })
-        .map_err(sq_err)?;
+    c.stored(now_ms, &receiver, count_unread);
     let entry = FeedEntry {
         kind: "message",
         chat: m.chat_id,
@@ -396,6 +433,6 @@ fn send_one(
         up_to: Some(seq),
         at: m.created_at,
     };
-    counters.push_change(tx, &[&sender, &receiver], &entry)?;
+    counters.push_change(st, &[&sender, &receiver], &entry)?;
     Ok(Outcome::Stored(Box::new(m.stored(seq))))
 }

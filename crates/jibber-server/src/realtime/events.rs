@@ -89,9 +89,16 @@ async fn handle<T, F, Fut>(
 
 /// Parses an event's payload (absent is `null`); a bad one is VALIDATION_FAILED naming the
 /// event and the field.
+///
+/// A good payload is parsed once, from a borrowed value; only a bad one is parsed again with
+/// `serde_path_to_error` to name the field (tracking the path of every good payload cost ~2 %
+/// of the server in the relay, BENCHMARKS.md session 8).
 pub fn parse_event<T: DeserializeOwned>(event: &str, data: Option<Value>) -> ApiResult<T> {
-    serde_path_to_error::deserialize(data.unwrap_or(Value::Null))
-        .map_err(|e| ApiError::validation(format!("{event}: {e}")))
+    let data = data.unwrap_or(Value::Null);
+    T::deserialize(&data).or_else(|_| {
+        serde_path_to_error::deserialize(data)
+            .map_err(|e| ApiError::validation(format!("{event}: {e}")))
+    })
 }
 
 /// Registers one event handler that parses its payload as `T`.
