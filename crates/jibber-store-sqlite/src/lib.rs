@@ -273,6 +273,13 @@ impl SqliteStore {
         })
     }
 
+    /// Hands `writes` to the batch writer as one batch (with `bench`: the writer's cost,
+    /// measured by `examples/writer_cost.rs`).
+    #[cfg(feature = "bench")]
+    pub async fn submit_writes(&self, writes: Vec<Write>) -> Vec<Result<Written>> {
+        self.writes.submit_many(writes).await
+    }
+
     /// The read pool, for tests and tools that inspect the database (query plans).
     pub fn read_pool(&self) -> &SqlitePool {
         &self.reader
