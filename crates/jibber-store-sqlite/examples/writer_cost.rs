@@ -7,9 +7,9 @@
 //! messages come with it. `ROUNDS` rounds (argument 1, default 50) store `2 * PAIRS * ROUNDS`
 //! messages.
 
-use jibber_store::Store;
 use jibber_store::batch::{DeliveryRequest, SendRequest, Write, Written};
-use jibber_store::testsuite::{message, user};
+use jibber_store::benchkit;
+use jibber_store::testsuite::message;
 use jibber_store::util::now_ms;
 use jibber_store_sqlite::{SqliteConfig, SqliteStore};
 use uuid::Uuid;
@@ -26,18 +26,7 @@ fn main() {
     rt.block_on(async {
         let config = SqliteConfig::new(format!("sqlite://{}", dir.path().join("w.db").display()));
         let store = SqliteStore::open(&config).await.expect("open");
-        let mut members = Vec::new();
-        for i in 0..PAIRS {
-            let a = user(&store, &format!("wa{i}")).await;
-            let b = user(&store, &format!("wb{i}")).await;
-            let chat = store
-                .create_or_get_chat(a, b, Uuid::now_v7(), now_ms())
-                .await
-                .expect("chat")
-                .chat
-                .id;
-            members.push((chat, a, b));
-        }
+        let members = benchkit::pairs(&store, PAIRS, "w").await;
         let mut received: Vec<(Uuid, Uuid)> = Vec::new();
         let mut stored = 0;
         for round in 0..rounds {

@@ -205,26 +205,29 @@ pub fn reads(c: &mut Criterion, rt: &Runtime, backend: &str, store: Arc<dyn Stor
     g.finish();
 }
 
+/// `n` new pairs of users (named `{prefix}_a{i}` and `{prefix}_b{i}`), each with its chat:
+/// `(chat, a, b)`.
+pub async fn pairs(store: &dyn Store, n: usize, prefix: &str) -> Vec<(Uuid, Uuid, Uuid)> {
+    let mut pairs = Vec::with_capacity(n);
+    for i in 0..n {
+        let a = crate::testsuite::user(store, &format!("{prefix}_a{i}")).await;
+        let b = crate::testsuite::user(store, &format!("{prefix}_b{i}")).await;
+        let chat = store
+            .create_or_get_chat(a, b, Uuid::now_v7(), crate::util::now_ms())
+            .await
+            .expect("chat")
+            .chat
+            .id;
+        pairs.push((chat, a, b));
+    }
+    pairs
+}
+
 /// `send_message` throughput on an empty store: one send at a time (each its own transaction
 /// and fsync) against `n` sends at once into `n` chats (gathered into few transactions).
 pub fn sends(c: &mut Criterion, rt: &Runtime, backend: &str, store: Arc<dyn Store>) {
     const WIDTH: usize = 64;
-    let pairs: Vec<(Uuid, Uuid, Uuid)> = rt.block_on(async {
-        let mut pairs = Vec::new();
-        for i in 0..WIDTH {
-            let a = crate::testsuite::user(&*store, &format!("bench_a{i}")).await;
-            let b = crate::testsuite::user(&*store, &format!("bench_b{i}")).await;
-            let chat = store
-                .create_or_get_chat(a, b, Uuid::now_v7(), crate::util::now_ms())
-                .await
-                .expect("chat")
-                .chat
-                .id;
-            pairs.push((chat, a, b));
-        }
-        pairs
-    });
-    let pairs = Arc::new(pairs);
+    let pairs = Arc::new(rt.block_on(pairs(&*store, WIDTH, "bench")));
     let mut g = c.benchmark_group(format!("{backend}/send_message"));
     g.sample_size(20);
     for n in [1usize, 8, WIDTH] {
