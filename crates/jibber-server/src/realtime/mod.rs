@@ -36,11 +36,6 @@ pub mod registry;
 
 pub use registry::Registry;
 
-/// The room of every device of a user.
-pub fn user_room(user: Uuid) -> String {
-    format!("user:{user}")
-}
-
 /// The gateway's shared state.
 pub struct Realtime {
     pub io: SocketIo,

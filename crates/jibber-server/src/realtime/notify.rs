@@ -26,7 +26,6 @@ use socketioxide::{SendError, SocketError};
 use uuid::Uuid;
 
 use super::auth::{Session, session};
-use super::user_room;
 use crate::state::AppState;
 
 /// How long a receiver device has to acknowledge `receivedMessage`.
@@ -65,16 +64,22 @@ pub fn apply(state: &AppState, relay: Relay) {
     }
 }
 
-/// The local sockets of a user.
+/// The local sockets of a user, from the registry: a lookup by socket id each, where asking
+/// socketioxide for the user's room built a room query per emit (~8 % of the runtime thread's
+/// instructions in the relay, BENCHMARKS.md session 9). A socket that is leaving is skipped; from
+/// the shutdown's `take_all` on, nobody is found (clients were told to reconnect and sync).
 fn sockets_of(state: &AppState, user: Uuid) -> Vec<SocketRef> {
-    // Once shutdown closed the namespace, `io.to` would panic (socketioxide expects "/"); a
-    // late task (a relay from another node, a delivery acknowledgement) then reaches nobody.
-    state
-        .realtime
-        .io
-        .of("/")
-        .map(|ns| ns.to(user_room(user)).sockets())
-        .unwrap_or_default()
+    let sids = state.realtime.registry.sids(user);
+    if sids.is_empty() {
+        return Vec::new();
+    }
+    // Once shutdown closed the namespace, there is no "/" and nobody to reach.
+    let Some(ns) = state.realtime.io.of("/") else {
+        return Vec::new();
+    };
+    sids.into_iter()
+        .filter_map(|sid| ns.get_socket(sid))
+        .collect()
 }
 
 fn count_failure(event: &str, e: &SendError) {

@@ -81,6 +81,14 @@ impl Registry {
         }
     }
 
+    /// The devices of `user` on this node.
+    pub fn sids(&self, user: Uuid) -> Vec<Sid> {
+        self.lock()
+            .get(&user)
+            .map(|e| e.sockets.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
     /// Whether any device of `user` has `chat` open.
     pub fn has_active_chat(&self, user: Uuid, chat: Uuid) -> bool {
         self.lock()

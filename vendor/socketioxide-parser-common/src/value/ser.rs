@@ -17,7 +17,9 @@ pub fn into_str<T: ?Sized + ser::Serialize>(
     data: &T,
     event: Option<&str>,
 ) -> Result<(Vec<u8>, VecDeque<Bytes>), serde_json::Error> {
-    let mut writer = Vec::new();
+    // Jibber patch: start with room for a typical event (acknowledgements, receipts) instead of
+    // growing from empty by doubling, which reallocated and copied ~7 times per message.
+    let mut writer = Vec::with_capacity(256);
     let binary_payloads = UnsafeCell::new(VecDeque::new());
     let ser = &mut serde_json::Serializer::new(&mut writer);
     let ser = Serializer {
