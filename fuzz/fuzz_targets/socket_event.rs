@@ -1,5 +1,6 @@
-//! Socket event payloads: the bytes of an event's argument are parsed as JSON (what the
-//! Socket.IO parser does), then by the gateway into each client → server event type, and a
+//! Socket event payloads: the bytes of an event's argument are read as one JSON value, handed
+//! over unparsed (a `RawValue`, as the Socket.IO parser does), then parsed by the gateway into
+//! each client → server event type (and, for what fails, again through a `Value`), and a
 //! `sendMessage` goes on through the send validation. Any input gets Ok or an error, never a
 //! panic.
 #![no_main]
@@ -11,13 +12,13 @@ use jibber_proto::events::{
 use jibber_server::realtime::events::parse_event;
 use jibber_server::service::new_message;
 use libfuzzer_sys::fuzz_target;
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(value) = serde_json::from_slice::<Value>(data) else {
+    let Ok(value) = serde_json::from_slice::<&RawValue>(data) else {
         return;
     };
-    let v = || Some(value.clone());
+    let v = || Some(value);
     if let Ok(req) = parse_event::<SendMessageRequest>("sendMessage", v()) {
         let chat = req.chat_id.unwrap_or_else(uuid::Uuid::nil);
         let _ = new_message(64 * 1024, uuid::Uuid::now_v7(), chat, req);
