@@ -46,15 +46,26 @@ impl Drop for Ceiling {
     }
 }
 
-/// Starts the relay on 127.0.0.1 (a free port) on its own thread and runtime.
-pub fn start() -> anyhow::Result<Ceiling> {
+/// Starts the relay on 127.0.0.1 (a free port) on its own thread and runtime. `cpus` (a
+/// `taskset -c` list such as "0" or "0-1,3") pins that thread, as `--server-cpus` pins a spawned
+/// server: without it the relay shares this process's CPUs, which under `taskset -c 1 jibber
+/// bench` are the load generator's own core.
+pub fn start(cpus: Option<&str>) -> anyhow::Result<Ceiling> {
+    let cpus = cpus.map(parse_cpu_list).transpose()?;
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     listener.set_nonblocking(true)?;
     let base = format!("http://{}", listener.local_addr()?);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (pinned_tx, pinned_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
     let thread = std::thread::Builder::new()
         .name("ceiling".to_owned())
         .spawn(move || {
+            let pinned = cpus.as_deref().map_or(Ok(()), pin_current_thread);
+            let failed = pinned.is_err();
+            let _ = pinned_tx.send(pinned);
+            if failed {
+                return;
+            }
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -114,9 +125,56 @@ pub fn start() -> anyhow::Result<Ceiling> {
                     .await;
             });
         })?;
-    Ok(Ceiling {
+    let ceiling = Ceiling {
         base,
         stop: Some(stop_tx),
         thread: Some(thread),
-    })
+    };
+    pinned_rx
+        .recv()
+        .map_err(|_| anyhow::anyhow!("the ceiling thread ended before it started"))??;
+    Ok(ceiling)
+}
+
+/// The CPUs of a `taskset -c` list: "0", "0,2", "0-3,6".
+pub fn parse_cpu_list(list: &str) -> anyhow::Result<Vec<usize>> {
+    let mut cpus = Vec::new();
+    for part in list.split(',').map(str::trim) {
+        let (first, last) = match part.split_once('-') {
+            Some((a, b)) => (a.trim().parse::<usize>()?, b.trim().parse::<usize>()?),
+            None => {
+                let c = part.parse::<usize>()?;
+                (c, c)
+            }
+        };
+        anyhow::ensure!(first <= last, "bad CPU range {part:?} in {list:?}");
+        cpus.extend(first..=last);
+    }
+    anyhow::ensure!(!cpus.is_empty(), "no CPU in {list:?}");
+    Ok(cpus)
+}
+
+/// Restricts the calling thread to `cpus`.
+fn pin_current_thread(cpus: &[usize]) -> anyhow::Result<()> {
+    let mut set = nix::sched::CpuSet::new();
+    for &c in cpus {
+        set.set(c)?;
+    }
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_cpu_list;
+
+    #[test]
+    fn cpu_lists_parse_as_taskset_reads_them() {
+        assert_eq!(parse_cpu_list("0").ok(), Some(vec![0]));
+        assert_eq!(parse_cpu_list("0,2").ok(), Some(vec![0, 2]));
+        assert_eq!(parse_cpu_list("0-2, 5").ok(), Some(vec![0, 1, 2, 5]));
+        assert!(parse_cpu_list("").is_err());
+        assert!(parse_cpu_list("3-1").is_err());
+        assert!(parse_cpu_list("x").is_err());
+    }
 }

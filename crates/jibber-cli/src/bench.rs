@@ -24,6 +24,9 @@ pub enum BenchCommand {
     Ceiling {
         #[command(flatten)]
         relay: RelayArgs,
+        /// Pin the relay's thread to these CPUs (`taskset -c` syntax), e.g. 0.
+        #[arg(long)]
+        cpus: Option<String>,
         /// Print the report as JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -98,7 +101,8 @@ pub struct ServerArgs {
     /// Start `jibber serve` for the run (fresh data directory, limits raised).
     #[arg(long)]
     pub spawn: bool,
-    /// Pin the spawned server to these CPUs (`taskset -c`), e.g. 0.
+    /// Pin the spawned server to these CPUs (`taskset -c`), e.g. 0; with `--ceiling`, the
+    /// in-process bare relay's thread too, so that both get the same cores.
     #[arg(long)]
     pub server_cpus: Option<String>,
     /// Extra settings for the spawned server, e.g. JIBBER_SQLITE_SYNCHRONOUS=normal.
@@ -188,8 +192,8 @@ fn print<T: serde::Serialize>(json: bool, report: &T, table: String) -> anyhow::
     Ok(())
 }
 
-async fn run_ceiling(cfg: &relay::Config) -> anyhow::Result<relay::Report> {
-    let c = ceiling::start()?;
+async fn run_ceiling(cfg: &relay::Config, cpus: Option<&str>) -> anyhow::Result<relay::Report> {
+    let c = ceiling::start(cpus)?;
     let target = Target::Ceiling {
         base: c.base.clone(),
     };
@@ -207,7 +211,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
             let cfg = r.config(server.transport);
             let mut report = relay::run(&target, &cfg).await?;
             let ceiling_report = if ceiling {
-                let c = run_ceiling(&cfg).await?;
+                let c = run_ceiling(&cfg, server.server_cpus.as_deref()).await?;
                 if c.delivered_per_second > 0.0 {
                     report.ratio_to_ceiling =
                         Some(report.delivered_per_second / c.delivered_per_second);
@@ -230,8 +234,12 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        BenchCommand::Ceiling { relay: r, json } => {
-            let report = run_ceiling(&r.config(Transport::WebSocket)).await?;
+        BenchCommand::Ceiling {
+            relay: r,
+            cpus,
+            json,
+        } => {
+            let report = run_ceiling(&r.config(Transport::WebSocket), cpus.as_deref()).await?;
             print(json, &report, report.table())
         }
         BenchCommand::Idle {
