@@ -148,6 +148,17 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
     ),
 ];
 
+/// Where the SQLite rows of `table` come from: the table, except that a user's feed cursor
+/// (`users.change_seq` in PostgreSQL) lives in SQLite's `feeds`.
+fn rows_of(table: &str) -> &str {
+    match table {
+        "users" => {
+            "(SELECT u.*, f.last_seq AS change_seq FROM users u JOIN feeds f ON f.user_id = u.id)"
+        }
+        other => other,
+    }
+}
+
 /// Rows per INSERT (PostgreSQL takes at most 65,535 parameters per statement).
 const BATCH: usize = 500;
 
@@ -273,7 +284,7 @@ async fn copy(
     let mut copied = Vec::new();
     for (table, columns) in TABLES {
         let names: Vec<&str> = columns.iter().map(|(c, _)| *c).collect();
-        let select = format!("SELECT {} FROM {table}", names.join(", "));
+        let select = format!("SELECT {} FROM {}", names.join(", "), rows_of(table));
         let mut stream = sqlx::query(AssertSqlSafe(select)).fetch(&mut *snapshot);
         let mut batch = Vec::with_capacity(BATCH);
         let mut count = 0u64;

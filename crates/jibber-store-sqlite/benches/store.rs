@@ -30,11 +30,16 @@ fn generate_sql(n: u64) -> Vec<String> {
         format!(
             "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i < {CHATS}) \
              INSERT INTO users (id, username, username_lower, registration_record, public_id_key, \
-                                public_signing_key, key_bundle, created_at, change_seq) \
+                                public_signing_key, key_bundle, created_at) \
              SELECT {}, 'bench' || i, 'bench' || i, zeroblob(192), zeroblob(32), zeroblob(32), \
-                    zeroblob(100), {base}, CASE WHEN i = 0 THEN {} ELSE 0 END FROM k",
-            uid("i"),
-            CHATS + feed
+                    zeroblob(100), {base} FROM k",
+            uid("i")
+        ),
+        // The users' feeds were created with them (trigger `users_feed`); the hub's is full.
+        format!(
+            "UPDATE feeds SET last_seq = {} WHERE user_id = {}",
+            CHATS + feed,
+            uid("0")
         ),
         format!(
             "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i < {CHATS} - 1) \
@@ -84,7 +89,8 @@ fn generate_sql(n: u64) -> Vec<String> {
             peer = uid(&format!("j % {CHATS} + 1")),
         ),
         format!(
-            "INSERT INTO user_feed (user_id, seq, change_id) SELECT {}, id, id FROM changes ORDER BY id",
+            "INSERT INTO user_feed (feed, seq, change_id) \
+             SELECT (SELECT num FROM feeds WHERE user_id = {}), id, id FROM changes ORDER BY id",
             uid("0")
         ),
         "ANALYZE".to_owned(),

@@ -193,13 +193,13 @@ async fn push_change(tx: &mut SqliteConnection, users: &[Uuid], e: FeedEntry) ->
         .map_err(backend_err)?
         .last_insert_rowid();
     for user in users {
-        let seq: i64 = sqlx::query_scalar(sql::BUMP_CHANGE_SEQ)
+        let (feed, seq): (i64, i64) = sqlx::query_as(sql::BUMP_CHANGE_SEQ)
             .bind(user.to_string())
             .fetch_one(&mut *tx)
             .await
             .map_err(backend_err)?;
         sqlx::query(sql::INSERT_FEED_ENTRY)
-            .bind(user.to_string())
+            .bind(feed)
             .bind(seq)
             .bind(change)
             .execute(&mut *tx)

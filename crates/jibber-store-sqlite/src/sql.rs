@@ -166,26 +166,29 @@ pub const RECOUNT_UNREAD: &str = "UPDATE chat_members SET last_read_seq = ?3, \
          AND receiver_id = ?2 AND status <> 'read' AND counts_unread = 1) \
      WHERE chat_id = ?1 AND user_id = ?2 RETURNING unread_count";
 
+/// Gives out the next seq of a user's feed: the feed's number and that seq.
 pub const BUMP_CHANGE_SEQ: &str =
-    "UPDATE users SET change_seq = change_seq + 1 WHERE id = ?1 RETURNING change_seq";
+    "UPDATE feeds SET last_seq = last_seq + 1 WHERE user_id = ?1 RETURNING num, last_seq";
 
-/// A user's feed cursor, read once per batch by the batch writer and written back with
-/// [`SET_CHANGE_SEQ`].
-pub const CHANGE_SEQ: &str = "SELECT change_seq FROM users WHERE id = ?1";
+/// A user's feed number and cursor, read once per batch by the batch writer and written back
+/// with [`SET_CHANGE_SEQ`].
+pub const CHANGE_SEQ: &str = "SELECT num, last_seq FROM feeds WHERE user_id = ?1";
 
-pub const SET_CHANGE_SEQ: &str = "UPDATE users SET change_seq = ?2 WHERE id = ?1";
+/// `?1`: the feed's number.
+pub const SET_CHANGE_SEQ: &str = "UPDATE feeds SET last_seq = ?2 WHERE num = ?1";
 
 /// A change, stored once; each feed it is in gets an [`INSERT_FEED_ENTRY`] pointing at it.
 pub const INSERT_CHANGE: &str = "INSERT INTO changes (kind, chat_id, message_id, actor_id, up_to_seq, at) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
+/// `?1`: the feed's number ([`CHANGE_SEQ`]).
 pub const INSERT_FEED_ENTRY: &str =
-    "INSERT INTO user_feed (user_id, seq, change_id) VALUES (?1, ?2, ?3)";
+    "INSERT INTO user_feed (feed, seq, change_id) VALUES (?1, ?2, ?3)";
 
 pub const FEED: &str = "SELECT f.seq AS seq, c.kind AS kind, c.chat_id AS chat_id, c.message_id AS message_id, \
      c.actor_id AS actor_id, c.up_to_seq AS up_to_seq, c.at AS at \
      FROM user_feed f JOIN changes c ON c.id = f.change_id \
-     WHERE f.user_id = ?1 AND f.seq > ?2 ORDER BY f.seq LIMIT ?3";
+     WHERE f.feed = (SELECT num FROM feeds WHERE user_id = ?1) AND f.seq > ?2 ORDER BY f.seq LIMIT ?3";
 
 /// The statements the batch writer runs for every send and receipt, and the mark-read, by
 /// name: none may build a temporary table (tests/query_plans.rs).

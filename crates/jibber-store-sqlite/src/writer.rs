@@ -267,8 +267,8 @@ impl ChatCounters {
 /// [`Counters::write`] before the commit.
 #[derive(Default)]
 struct Counters {
-    /// Each user's last feed cursor given out.
-    feeds: HashMap<String, i64>,
+    /// Each user's feed: its number and the last cursor given out.
+    feeds: HashMap<String, (i64, i64)>,
     chats: HashMap<String, ChatCounters>,
 }
 
@@ -319,37 +319,37 @@ impl Counters {
             ])
             .map_err(sq_err)?;
         for user in users {
-            let seq = self.next_feed_seq(st, user)?;
+            let (feed, seq) = self.next_feed_seq(st, user)?;
             st.insert_feed_entry
-                .execute(params![user, seq, change])
+                .execute(params![feed, seq, change])
                 .map_err(sq_err)?;
         }
         Ok(())
     }
 
-    /// The next cursor of `user`'s feed (its last one is read once per batch).
-    fn next_feed_seq(&mut self, st: &mut Statements<'_>, user: &str) -> Result<i64> {
+    /// `user`'s feed number and its next cursor (the last one is read once per batch).
+    fn next_feed_seq(&mut self, st: &mut Statements<'_>, user: &str) -> Result<(i64, i64)> {
         Ok(match self.feeds.get_mut(user) {
-            Some(seq) => {
+            Some((feed, seq)) => {
                 *seq += 1;
-                *seq
+                (*feed, *seq)
             }
             None => {
-                let last: i64 = st
+                let (feed, last): (i64, i64) = st
                     .change_seq
-                    .query_row([user], |row| row.get(0))
+                    .query_row([user], |row| Ok((row.get(0)?, row.get(1)?)))
                     .map_err(sq_err)?;
-                self.feeds.insert(user.to_owned(), last + 1);
-                last + 1
+                self.feeds.insert(user.to_owned(), (feed, last + 1));
+                (feed, last + 1)
             }
         })
     }
 
     /// Writes the counters back, once per chat and per user.
     fn write(self, tx: &rusqlite::Transaction<'_>) -> Result<()> {
-        for (user, seq) in self.feeds {
+        for (feed, seq) in self.feeds.into_values() {
             tx.prepare_cached(sql::SET_CHANGE_SEQ)
-                .and_then(|mut s| s.execute(params![user, seq]))
+                .and_then(|mut s| s.execute(params![feed, seq]))
                 .map_err(sq_err)?;
         }
         for (chat, c) in self.chats.into_iter().filter(|(_, c)| c.used) {
