@@ -190,12 +190,15 @@ pub fn message_stored(state: &AppState, sent: &Sent, origin: Option<Sid>) {
     }
     to_user(state, m.sender, events::RECEIVED_MESSAGE, m, origin);
     deliver_local(state, m);
-    relay(
-        state,
-        &Relay::Deliver {
-            message: Box::new(m.clone()),
-        },
-    );
+    // Only a cluster needs the copy (a single node skips cloning the message's seven buffers).
+    if state.realtime.cluster.is_enabled() {
+        relay(
+            state,
+            &Relay::Deliver {
+                message: Box::new(m.clone()),
+            },
+        );
+    }
 }
 
 /// `receivedMessage` with a delivery acknowledgement to the receiver's devices on this node.
