@@ -38,6 +38,9 @@ fn relay_smoke_run_delivers_every_acknowledged_message_once_in_order() {
         "10",
         "--warmup",
         "1",
+        // Pins the spawned server and the in-process ceiling's thread (both to CPU 0).
+        "--server-cpus",
+        "0",
         "--ceiling",
     ]);
     let r = &report["relay"];
