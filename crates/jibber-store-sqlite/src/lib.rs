@@ -30,6 +30,7 @@ use uuid::Uuid;
 
 mod reader;
 pub mod sql;
+mod wal_vfs;
 mod writer;
 
 /// How SQLite syncs commits to disk.

@@ -105,7 +105,21 @@ impl BatchWriter {
     /// Opens the database file (already migrated by sqlx) with the same settings as sqlx's
     /// connections.
     pub(crate) fn open(path: &Path, durability: Durability, gate: SqlitePool) -> Result<Self> {
-        let conn = Connection::open(path).map_err(sq_err)?;
+        let conn = match durability {
+            // Commits sync the WAL, so its frames can be gathered into one write per commit.
+            Durability::Full => {
+                crate::wal_vfs::register().map_err(|rc| {
+                    StoreError::Backend(format!("registering the WAL VFS failed: {rc}"))
+                })?;
+                Connection::open_with_flags_and_vfs(
+                    path,
+                    rusqlite::OpenFlags::default(),
+                    crate::wal_vfs::NAME,
+                )
+            }
+            Durability::Normal => Connection::open(path),
+        }
+        .map_err(sq_err)?;
         let synchronous = match durability {
             Durability::Full => "FULL",
             Durability::Normal => "NORMAL",
