@@ -1,4 +1,4 @@
-//! A VFS shim that writes a commit's WAL frames with one `pwrite` instead of two per page.
+//! A VFS shim that writes a commit's WAL frames with one write per 124 KiB instead of two per page.
 //!
 //! SQLite writes each WAL frame as two calls: its 24-byte header, then the page. A relay batch
 //! writes dozens to hundreds of pages, so its commit made hundreds of `pwrite`s, and each frame
@@ -7,8 +7,8 @@
 //! changes one thing: writes to a WAL file that continue the previous one are gathered in
 //! memory and handed to the default VFS as one write (per 124 KiB) before anything else
 //! touches the file (a sync, a read, a truncation, its size, a lock, a file control, closing
-//! it), and before the connection gives up the WAL's write lock. Every other call goes
-//! straight to the default VFS.
+//! it), and before the connection releases any of the database's shared-memory locks (among
+//! them the WAL's write lock). Every other call goes straight to the default VFS.
 //!
 //! **Durability is unchanged.** With `synchronous=FULL` every commit ends with a sync of the
 //! WAL, and the shim writes what it holds before it syncs: the frames are on disk before the
@@ -25,9 +25,10 @@
 //! device that does not promise power-safe overwrite (SQLite then pads the WAL and writes part
 //! of the last frame after the sync).
 //!
-//! It uses SQLite's own VFS interface (the shim pattern of SQLite's `vfstrace.c`): the real
-//! file lives at the start of the shim's file object, so the default VFS's methods work on it
-//! unchanged, and the shim's state follows it.
+//! It is a shim over the default VFS through SQLite's own VFS interface, as SQLite's
+//! `vfstrace.c` is, with one difference: the real file lives at the start of the shim's file
+//! object, so the default VFS's methods work on it unchanged and only the wrapped methods pass
+//! through the shim; the shim's state follows the real file.
 
 // SQLite's VFS interface is C: every call into it and out of it is `unsafe`. This is the only
 // module of the crate that may use `unsafe` (Cargo.toml).
