@@ -240,34 +240,48 @@ unsafe extern "C" fn open(
 unsafe fn flush(file: *mut ffi::sqlite3_file) -> c_int {
     unsafe {
         let st = &mut *state(file);
-        let Role::Wal { start, buf, .. } = &mut st.role else {
-            return ffi::SQLITE_OK;
-        };
-        if buf.is_empty() {
-            return ffi::SQLITE_OK;
+        match &mut st.role {
+            Role::Wal { start, buf, .. } => write_out(&*st.real, file, *start, buf),
+            Role::Db { .. } => ffi::SQLITE_OK,
         }
-        let Some(w) = (*st.real).xWrite else {
-            return ffi::SQLITE_IOERR_WRITE;
-        };
-        let mut rc = ffi::SQLITE_OK;
-        for (i, chunk) in buf.chunks(MAX_WRITE).enumerate() {
-            #[cfg(test)]
-            FLUSHES.with(|n| n.set(n.get() + 1));
-            rc = w(
+    }
+}
+
+/// Writes `buf` (which starts at file offset `start`) through `real`, in writes of at most
+/// [`MAX_WRITE`] bytes, and empties it.
+unsafe fn write_out(
+    real: &ffi::sqlite3_io_methods,
+    file: *mut ffi::sqlite3_file,
+    start: i64,
+    buf: &mut Vec<u8>,
+) -> c_int {
+    if buf.is_empty() {
+        return ffi::SQLITE_OK;
+    }
+    let Some(w) = real.xWrite else {
+        return ffi::SQLITE_IOERR_WRITE;
+    };
+    let mut rc = ffi::SQLITE_OK;
+    for (i, chunk) in buf.chunks(MAX_WRITE).enumerate() {
+        #[cfg(test)]
+        FLUSHES.with(|n| n.set(n.get() + 1));
+        // SAFETY: `file` is the open file `real` belongs to; the chunk outlives the call.
+        rc = unsafe {
+            w(
                 file,
                 chunk.as_ptr().cast(),
                 chunk.len() as c_int,
-                *start + (i * MAX_WRITE) as i64,
-            );
-            if rc != ffi::SQLITE_OK {
-                break;
-            }
+                start + (i * MAX_WRITE) as i64,
+            )
+        };
+        if rc != ffi::SQLITE_OK {
+            break;
         }
-        // Written or failed, the bytes are gone: a failure is this call's error (a sync's,
-        // which fails the commit).
-        buf.clear();
-        rc
     }
+    // Written or failed, the bytes are gone: a failure is this call's error (a sync's, which
+    // fails the commit).
+    buf.clear();
+    rc
 }
 
 unsafe extern "C" fn write(
@@ -278,32 +292,26 @@ unsafe extern "C" fn write(
 ) -> c_int {
     unsafe {
         let bytes = std::slice::from_raw_parts(data.cast::<u8>(), amount.max(0) as usize);
-        let (start, len) = match &(*state(file)).role {
-            Role::Wal { start, buf, .. } => (*start, buf.len()),
-            Role::Db { .. } => return ffi::SQLITE_IOERR_WRITE,
+        let st = &mut *state(file);
+        let Role::Wal { start, buf, .. } = &mut st.role else {
+            return ffi::SQLITE_IOERR_WRITE;
         };
-        let end = start + len as i64;
-        if len > 0 && offset >= start && offset + bytes.len() as i64 <= end {
+        let end = *start + buf.len() as i64;
+        if !buf.is_empty() && offset >= *start && offset + bytes.len() as i64 <= end {
             // A frame of this transaction written again: SQLite rewrites in place a page it
             // wrote earlier in the same transaction.
-            if let Role::Wal { buf, .. } = &mut (*state(file)).role {
-                let at = (offset - start) as usize;
-                buf[at..at + bytes.len()].copy_from_slice(bytes);
-            }
+            let at = (offset - *start) as usize;
+            buf[at..at + bytes.len()].copy_from_slice(bytes);
             return ffi::SQLITE_OK;
         }
-        if len == 0 || offset != end || len + bytes.len() > MAX_GATHERED {
-            let rc = flush(file);
+        if buf.is_empty() || offset != end || buf.len() + bytes.len() > MAX_GATHERED {
+            let rc = write_out(&*st.real, file, *start, buf);
             if rc != ffi::SQLITE_OK {
                 return rc;
             }
-            if let Role::Wal { start, .. } = &mut (*state(file)).role {
-                *start = offset;
-            }
+            *start = offset;
         }
-        if let Role::Wal { buf, .. } = &mut (*state(file)).role {
-            buf.extend_from_slice(bytes);
-        }
+        buf.extend_from_slice(bytes);
         ffi::SQLITE_OK
     }
 }
@@ -362,19 +370,13 @@ unsafe extern "C" fn file_control(
 unsafe extern "C" fn wal_close(file: *mut ffi::sqlite3_file) -> c_int {
     unsafe {
         let rc = flush(file);
-        let st = state(file);
-        let methods = (*st).real;
-        if let Role::Wal { db, .. } = (*st).role
+        if let Role::Wal { db, .. } = (*state(file)).role
             && let Role::Db { wal } = &mut (*state(db)).role
             && *wal == file
         {
             *wal = std::ptr::null_mut();
         }
-        std::ptr::drop_in_place(st);
-        let closed = match (*methods).xClose {
-            Some(f) => f(file),
-            None => ffi::SQLITE_OK,
-        };
+        let closed = close_real(file);
         if rc != ffi::SQLITE_OK { rc } else { closed }
     }
 }
@@ -390,27 +392,29 @@ unsafe extern "C" fn db_shm_lock(
     flags: c_int,
 ) -> c_int {
     unsafe {
-        if flags & ffi::SQLITE_SHM_UNLOCK != 0
-            && let Role::Db { wal } = (*state(file)).role
-            && !wal.is_null()
-        {
-            let rc = flush(wal);
-            if rc != ffi::SQLITE_OK {
-                // The lock is still released: SQLite does not retry an unlock.
-                if let Some(f) = real(file).xShmLock {
-                    f(file, offset, n, flags);
-                }
-                return rc;
-            }
-        }
-        match real(file).xShmLock {
+        let flushed = match (*state(file)).role {
+            Role::Db { wal } if flags & ffi::SQLITE_SHM_UNLOCK != 0 && !wal.is_null() => flush(wal),
+            _ => ffi::SQLITE_OK,
+        };
+        // Forwarded even when the write-out failed: SQLite does not retry an unlock.
+        let rc = match real(file).xShmLock {
             Some(f) => f(file, offset, n, flags),
             None => ffi::SQLITE_IOERR,
+        };
+        if flushed != ffi::SQLITE_OK {
+            flushed
+        } else {
+            rc
         }
     }
 }
 
 unsafe extern "C" fn db_close(file: *mut ffi::sqlite3_file) -> c_int {
+    unsafe { close_real(file) }
+}
+
+/// Drops the shim's state of a wrapped file, then closes it with the default VFS.
+unsafe fn close_real(file: *mut ffi::sqlite3_file) -> c_int {
     unsafe {
         let st = state(file);
         let methods = (*st).real;
