@@ -31,6 +31,10 @@ pub struct Config {
     pub window: usize,
     /// Offered messages per second over all senders (open loop); None: closed loop.
     pub rate: Option<u64>,
+    /// Open loop: every sender starts its schedule at the same instant, so the offered load
+    /// arrives as one send per pair at once (how `--rate` worked up to session 11). Otherwise
+    /// the senders' schedules are spread evenly over one interval.
+    pub in_phase: bool,
     /// Ciphertext bytes per message.
     pub size: usize,
     pub transport: Transport,
@@ -46,6 +50,7 @@ impl Default for Config {
             warmup: Duration::from_secs(2),
             window: 8,
             rate: None,
+            in_phase: false,
             size: 100,
             transport: Transport::WebSocket,
             timeout: Duration::from_secs(30),
@@ -60,6 +65,8 @@ pub struct Report {
     pub pairs: usize,
     pub window: usize,
     pub offered_rate: Option<u64>,
+    /// Open loop: whether the senders' schedules started together (see [`Config::in_phase`]).
+    pub in_phase: bool,
     pub size: usize,
     pub seconds: f64,
     /// Messages received in the measured window, per second.
@@ -96,7 +103,10 @@ impl Report {
                 self.pairs,
                 self.window,
                 self.offered_rate
-                    .map(|r| format!(", offered {r}/s"))
+                    .map(|r| format!(
+                        ", offered {r}/s{}",
+                        if self.in_phase { " in phase" } else { "" }
+                    ))
                     .unwrap_or_default(),
                 self.size,
                 self.seconds
@@ -132,9 +142,26 @@ impl Report {
     }
 }
 
-/// Nanoseconds since `origin`, written into the first 8 bytes of each ciphertext.
-fn stamp(origin: Instant) -> u64 {
-    origin.elapsed().as_nanos() as u64
+/// Nanoseconds from `origin` to `at`, written into the first 8 bytes of each ciphertext.
+fn stamp(origin: Instant, at: Instant) -> u64 {
+    at.duration_since(origin).as_nanos() as u64
+}
+
+/// When sender `index` of `senders` makes its first send in an open-loop run: now, plus its
+/// share of one interval, so that the senders' schedules interleave evenly and the server sees
+/// one send every `interval / senders` rather than `senders` sends at once (wrk2's schedule).
+/// With `in_phase` every sender starts now.
+fn first_send(
+    now: Instant,
+    interval: Duration,
+    index: usize,
+    senders: usize,
+    in_phase: bool,
+) -> Instant {
+    if in_phase || senders == 0 {
+        return now;
+    }
+    now + interval.mul_f64(index as f64 / senders as f64)
 }
 
 struct SenderResult {
@@ -177,8 +204,13 @@ pub async fn run(target: &Target, cfg: &Config) -> anyhow::Result<Report> {
 
     let mut receivers = Vec::new();
     let mut senders = Vec::new();
-    for (p, ((sender, mut sender_events), (receiver, receiver_events))) in pairs.iter().zip(sockets)
+    let schedule_start = Instant::now();
+    let count = pairs.len();
+    for (index, (p, ((sender, mut sender_events), (receiver, receiver_events)))) in
+        pairs.iter().zip(sockets).enumerate()
     {
+        let schedule = per_sender_interval
+            .map(|i| (first_send(schedule_start, i, index, count, cfg.in_phase), i));
         // The sender's own events (messageSent) are read and dropped: an unread channel would
         // stall its connection.
         tokio::spawn(async move { while sender_events.recv().await.is_some() {} });
@@ -197,7 +229,7 @@ pub async fn run(target: &Target, cfg: &Config) -> anyhow::Result<Report> {
             origin,
             window_start,
             window_end,
-            per_sender_interval,
+            schedule,
             stop.clone(),
         )));
     }
@@ -215,6 +247,7 @@ pub async fn run(target: &Target, cfg: &Config) -> anyhow::Result<Report> {
         pairs: cfg.pairs,
         window: cfg.window,
         offered_rate: cfg.rate,
+        in_phase: cfg.in_phase,
         size: cfg.size,
         seconds: cfg.duration.as_secs_f64(),
         delivered_per_second: 0.0,
@@ -278,7 +311,7 @@ async fn send(
     origin: Instant,
     window_start: Instant,
     window_end: Instant,
-    interval: Option<Duration>,
+    schedule: Option<(Instant, Duration)>,
     stop: Arc<AtomicBool>,
 ) -> SenderResult {
     let mut result = SenderResult {
@@ -289,9 +322,12 @@ async fn send(
         latency: histogram(),
     };
     let mut in_flight = FuturesUnordered::new();
-    let mut ticker = interval.map(|i| {
-        let mut t = tokio::time::interval(i);
-        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // Open loop: a send is due at each tick whatever the server does, and its latency counts
+    // from when it was due, so a load generator that falls behind cannot hide a slow server
+    // (no coordinated omission): late ticks are sent at once, not skipped.
+    let mut ticker = schedule.map(|(first, i)| {
+        let mut t = tokio::time::interval_at(first.into(), i);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         t
     });
     let mut n: u64 = 0;
@@ -319,11 +355,9 @@ async fn send(
         }
         let next_send = async {
             match ticker.as_mut() {
-                Some(t) if may_send => {
-                    t.tick().await;
-                }
-                None if may_send => {}
-                _ => std::future::pending::<()>().await,
+                Some(t) if may_send => t.tick().await.into_std(),
+                None if may_send => Instant::now(),
+                _ => std::future::pending().await,
             }
         };
         tokio::select! {
@@ -343,15 +377,14 @@ async fn send(
                     _ => result.errors += 1,
                 }
             }
-            _ = next_send => {
+            started = next_send => {
                 n += 1;
-                cipher[..8].copy_from_slice(&stamp(origin).to_le_bytes());
+                cipher[..8].copy_from_slice(&stamp(origin, started).to_le_bytes());
                 let mut body = base.clone();
                 body["cipher"] = json!(B64(cipher.clone()));
                 body["tempMessageId"] = json!(format!("{}-{n}", pair.sender.id.simple()));
                 let socket = socket.clone();
                 let timeout = cfg.timeout;
-                let started = Instant::now();
                 result.sent += 1;
                 in_flight.push(async move {
                     let answer = socket.request("sendMessage", &body, timeout).await;
@@ -430,4 +463,31 @@ async fn receive(
     }
     socket.close().await;
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_loop_senders_interleave_evenly_over_one_interval() {
+        let now = Instant::now();
+        let interval = Duration::from_millis(10);
+        let starts: Vec<Duration> = (0..4)
+            .map(|i| first_send(now, interval, i, 4, false) - now)
+            .collect();
+        assert_eq!(
+            starts,
+            [0, 2500, 5000, 7500].map(Duration::from_micros).to_vec()
+        );
+    }
+
+    #[test]
+    fn in_phase_senders_all_start_at_once() {
+        let now = Instant::now();
+        let interval = Duration::from_millis(10);
+        for i in 0..4 {
+            assert_eq!(first_send(now, interval, i, 4, true), now);
+        }
+    }
 }

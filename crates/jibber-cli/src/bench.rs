@@ -136,9 +136,14 @@ pub struct RelayArgs {
     /// Sends in flight per sender (closed loop).
     #[arg(long, default_value_t = 8)]
     pub window: usize,
-    /// Offered messages per second over all senders (open loop).
+    /// Offered messages per second over all senders (open loop). The senders' schedules are
+    /// spread evenly, so the sends arrive one at a time at this rate.
     #[arg(long)]
     pub rate: Option<u64>,
+    /// With `--rate`: start every sender's schedule at the same instant, so that the sends arrive
+    /// in bursts of one per pair (how `--rate` worked up to session 11; for comparisons).
+    #[arg(long, requires = "rate")]
+    pub in_phase: bool,
     /// Ciphertext bytes per message.
     #[arg(long, default_value_t = 100)]
     pub size: usize,
@@ -152,6 +157,7 @@ impl RelayArgs {
             warmup: Duration::from_secs_f64(self.warmup),
             window: self.window.max(1),
             rate: self.rate,
+            in_phase: self.in_phase,
             size: self.size,
             transport,
             ..relay::Config::default()

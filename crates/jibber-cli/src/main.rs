@@ -164,7 +164,7 @@ fn main() -> anyhow::Result<()> {
                     std::process::exit(2);
                 }
             };
-            tokio::runtime::Runtime::new()?.block_on(serve(settings))
+            jibber_cli::runtime::server_runtime()?.block_on(serve(settings))
         }
         Command::Users {
             command:

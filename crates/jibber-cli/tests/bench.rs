@@ -27,6 +27,20 @@ fn int(v: &Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
 }
 
+/// The relay's report says every message was sent, acknowledged and delivered exactly once, in
+/// order, with latencies recorded.
+fn every_message_once_in_order(report: &Value) {
+    let r = &report["relay"];
+    assert!(int(&r["acked"]) > 0, "{report:#}");
+    assert_eq!(int(&r["errors"]), 0, "{report:#}");
+    assert_eq!(int(&r["lost"]), 0, "{report:#}");
+    assert_eq!(int(&r["duplicates"]), 0, "{report:#}");
+    assert_eq!(int(&r["out_of_order"]), 0, "{report:#}");
+    assert_eq!(int(&r["delivered"]), int(&r["acked"]), "{report:#}");
+    assert_eq!(int(&r["sent"]), int(&r["acked"]), "{report:#}");
+    assert!(int(&r["send_to_receive"]["count"]) > 0, "{report:#}");
+}
+
 #[test]
 fn relay_smoke_run_delivers_every_acknowledged_message_once_in_order() {
     let report = bench(&[
@@ -44,18 +58,35 @@ fn relay_smoke_run_delivers_every_acknowledged_message_once_in_order() {
         "--ceiling",
     ]);
     let r = &report["relay"];
-    assert!(int(&r["acked"]) > 0, "{report:#}");
-    assert_eq!(int(&r["errors"]), 0, "{report:#}");
-    assert_eq!(int(&r["lost"]), 0, "{report:#}");
-    assert_eq!(int(&r["duplicates"]), 0, "{report:#}");
-    assert_eq!(int(&r["out_of_order"]), 0, "{report:#}");
-    assert_eq!(int(&r["delivered"]), int(&r["acked"]), "{report:#}");
-    assert_eq!(int(&r["sent"]), int(&r["acked"]), "{report:#}");
-    assert!(int(&r["send_to_receive"]["count"]) > 0, "{report:#}");
+    every_message_once_in_order(&report);
     assert!(r["server_rss_bytes"].as_u64().is_some(), "{report:#}");
     let c = &report["ceiling"];
     assert!(int(&c["delivered"]) > 0, "{report:#}");
     assert!(r["ratio_to_ceiling"].as_f64().is_some(), "{report:#}");
+}
+
+/// The open loop: senders on interleaved schedules at a fixed offered rate, against a server on
+/// one CPU (so it runs the current-thread scheduler, `jibber_cli::runtime`).
+#[test]
+fn open_loop_smoke_run_delivers_every_acknowledged_message_once_in_order() {
+    let report = bench(&[
+        "relay",
+        "--spawn",
+        "--pairs",
+        "10",
+        "--duration",
+        "5",
+        "--warmup",
+        "1",
+        "--rate",
+        "500",
+        "--server-cpus",
+        "0",
+    ]);
+    let r = &report["relay"];
+    assert_eq!(r["offered_rate"].as_u64(), Some(500), "{report:#}");
+    assert_eq!(r["in_phase"].as_bool(), Some(false), "{report:#}");
+    every_message_once_in_order(&report);
 }
 
 #[test]
