@@ -777,14 +777,9 @@ impl Store for SqliteStore {
 
     async fn chat_peers(&self, me: Uuid) -> Result<Vec<Uuid>> {
         let _t = Timer::start("chat_peers");
-        let ids: Vec<String> = sqlx::query_scalar(sql::CHAT_PEERS)
-            .bind(me.to_string())
-            .fetch_all(&self.reader)
+        self.reads
+            .run(move |conn| reader::chat_peers(conn, me))
             .await
-            .map_err(backend_err)?;
-        ids.iter()
-            .map(|s| Uuid::parse_str(s).map_err(|e| StoreError::Backend(e.to_string())))
-            .collect()
     }
 
     async fn list_chats(

@@ -512,6 +512,30 @@ pub async fn chats_are_unique_and_listed_by_activity(store: Arc<dyn Store>) {
 }
 
 /// History pages backwards in chronological pages; sync pages forwards.
+/// A user's chat peers are the other member of each of their chats, once each, and nobody
+/// they have no chat with; a user without chats has none.
+pub async fn chat_peers_are_the_other_members(store: Arc<dyn Store>) {
+    let me = user(&*store, "peers_me").await;
+    let a = user(&*store, "peers_a").await;
+    let b = user(&*store, "peers_b").await;
+    let stranger = user(&*store, "peers_stranger").await;
+    assert!(store.chat_peers(me).await.expect("peers").is_empty());
+    chat(&*store, me, a).await;
+    chat(&*store, b, me).await;
+    chat(&*store, a, b).await;
+    let mut peers = store.chat_peers(me).await.expect("peers");
+    peers.sort();
+    let mut want = vec![a, b];
+    want.sort();
+    assert_eq!(peers, want);
+    let mut of_a = store.chat_peers(a).await.expect("peers");
+    of_a.sort();
+    let mut want_a = vec![me, b];
+    want_a.sort();
+    assert_eq!(of_a, want_a);
+    assert!(store.chat_peers(stranger).await.expect("peers").is_empty());
+}
+
 pub async fn history_and_sync_page(store: Arc<dyn Store>) {
     let a = user(&*store, "hist_a").await;
     let b = user(&*store, "hist_b").await;
@@ -968,6 +992,7 @@ macro_rules! store_suite {
             concurrent_deliveries_are_each_marked_once,
             non_members_see_nothing,
             chats_are_unique_and_listed_by_activity,
+            chat_peers_are_the_other_members,
             history_and_sync_page,
             refresh_tokens_rotate_and_reuse_revokes,
             pending_logins_expire_and_are_single_use,
