@@ -370,11 +370,7 @@ pub(crate) fn chats(
 /// through sqlx, whose pools ping a connection's worker thread at every acquire and release).
 pub(crate) fn chat_peers(conn: &Connection, me: Uuid) -> Result<Vec<Uuid>> {
     rows(conn, sql::CHAT_PEERS, params![me.to_string()], |row| {
-        let text: &str = row
-            .get_ref(0)
-            .and_then(|v| v.as_str().map_err(Into::into))
-            .map_err(sq_err)?;
-        parse_uuid(text)
+        uuid_col(row, 0)
     })
 }
 

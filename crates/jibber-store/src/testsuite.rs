@@ -511,7 +511,6 @@ pub async fn chats_are_unique_and_listed_by_activity(store: Arc<dyn Store>) {
     ));
 }
 
-/// History pages backwards in chronological pages; sync pages forwards.
 /// A user's chat peers are the other member of each of their chats, once each, and nobody
 /// they have no chat with; a user without chats has none.
 pub async fn chat_peers_are_the_other_members(store: Arc<dyn Store>) {
@@ -536,6 +535,7 @@ pub async fn chat_peers_are_the_other_members(store: Arc<dyn Store>) {
     assert!(store.chat_peers(stranger).await.expect("peers").is_empty());
 }
 
+/// History pages backwards in chronological pages; sync pages forwards.
 pub async fn history_and_sync_page(store: Arc<dyn Store>) {
     let a = user(&*store, "hist_a").await;
     let b = user(&*store, "hist_b").await;
