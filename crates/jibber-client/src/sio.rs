@@ -600,3 +600,136 @@ mod polling {
             .map_err(|e| SioError::Unreachable(e.to_string()))
     }
 }
+
+/// The Socket.IO parser is patched for speed (vendor/README.md): it writes strings that need no
+/// escaping verbatim, and routes an event by its name alone. Both are checked here against
+/// serde_json and the upstream behaviour, on the parser the server and this client share.
+#[cfg(test)]
+mod parser_tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::value::RawValue;
+    use std::collections::BTreeMap;
+
+    #[derive(Serialize, Debug)]
+    #[serde(rename_all = "camelCase")]
+    struct Event {
+        text: String,
+        maybe: Option<String>,
+        list: Vec<String>,
+        map: BTreeMap<String, String>,
+        id: uuid::Uuid,
+        raw: Box<RawValue>,
+        #[serde(with = "time::serde::rfc3339")]
+        at: time::OffsetDateTime,
+    }
+
+    fn encoded<T: Serialize>(data: &T, event: &str) -> String {
+        match CommonParser.encode_value(data, Some(event)) {
+            Ok(Value::Str(s, None)) => s.as_str().to_owned(),
+            other => panic!("unexpected encoding: {other:?}"),
+        }
+    }
+
+    fn event_of(text: &str) -> Result<String, String> {
+        CommonParser
+            .read_event(&Value::Str(Str::from(text.to_owned()), None))
+            .map(str::to_owned)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Any string: control characters, quotes, backslashes, non-ASCII, short and long.
+    fn any_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            "[ -~]{0,80}",
+            "[A-Za-z0-9+/=_-]{14,300}",
+            proptest::collection::vec(
+                prop_oneof![
+                    Just('"'),
+                    Just('\\'),
+                    Just('\n'),
+                    Just('\u{1}'),
+                    Just('é'),
+                    Just('a')
+                ],
+                0..64
+            )
+            .prop_map(|c| c.into_iter().collect()),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn verbatim_strings_match_serde_json(
+            text in any_text(),
+            maybe in proptest::option::of(any_text()),
+            list in proptest::collection::vec(any_text(), 0..4),
+            keys in proptest::collection::vec((any_text(), any_text()), 0..3),
+            raw_text in any_text(),
+            id in any::<u128>(),
+            secs in 0i64..4_000_000_000,
+        ) {
+            let quoted = serde_json::to_string(&raw_text)?;
+            let raw = if raw_text.len() % 2 == 0 {
+                quoted
+            } else {
+                format!("{{\"k\":{quoted}}}")
+            };
+            let (Ok(raw), Some(at)) = (
+                RawValue::from_string(raw),
+                time::OffsetDateTime::from_unix_timestamp(secs).ok(),
+            ) else {
+                return Err(TestCaseError::fail("bad generated input"));
+            };
+            let data = Event {
+                text: text.clone(),
+                maybe,
+                list,
+                map: keys.into_iter().collect(),
+                id: uuid::Uuid::from_u128(id),
+                raw,
+                at,
+            };
+            let expected = format!("[\"ev\",{}]", serde_json::to_string(&data)?);
+            prop_assert_eq!(encoded(&data, "ev"), expected);
+            // A bare string, and one inside a tuple of arguments, too.
+            let expected = format!("[\"ev\",{}]", serde_json::to_string(&text)?);
+            prop_assert_eq!(encoded(&text, "ev"), expected);
+            let expected = format!("[\"ev\",{},1]", serde_json::to_string(&text)?);
+            prop_assert_eq!(encoded(&(text.as_str(), 1), "ev"), expected);
+        }
+    }
+
+    #[test]
+    fn an_event_is_routed_by_its_name() {
+        let long = "x".repeat(10_000);
+        assert_eq!(
+            event_of(r#"["sendMessage",{"a":1}]"#).as_deref(),
+            Ok("sendMessage")
+        );
+        assert_eq!(event_of(" \n[ \"ping\" ]").as_deref(), Ok("ping"));
+        assert_eq!(
+            event_of(&format!(r#"["typing","{long}"]"#)).as_deref(),
+            Ok("typing")
+        );
+        // What follows the name is for the handler to refuse (with VALIDATION_FAILED).
+        assert_eq!(
+            event_of(r#"["sendMessage",{"a":"#).as_deref(),
+            Ok("sendMessage")
+        );
+        // No name, or not a string name: refused here, as upstream refuses them.
+        for bad in [
+            "[]",
+            "[1]",
+            "{}",
+            "\"ev\"",
+            "",
+            "[",
+            r#"["e\u0076"]"#,
+            "[null,1]",
+        ] {
+            assert!(event_of(bad).is_err(), "{bad:?} was routed");
+        }
+    }
+}

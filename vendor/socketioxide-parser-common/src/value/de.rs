@@ -33,7 +33,20 @@ pub fn from_str_seed<'de, T: de::DeserializeSeed<'de>>(
     seed.deserialize(de)
 }
 
+// Jibber patch: read only the event name, the array's first element, and stop there. Upstream
+// read the whole array (the name, then every argument skipped with `IgnoredAny`) just to route
+// the event, so each incoming event was scanned once more before its handler parsed it: ~7 k
+// instructions per relayed message (BENCHMARKS.md, session 14). A payload that is not JSON now
+// reaches the handler, whose extractor refuses it, instead of failing here. An array that does
+// not start with a string event name is refused as before, with the old error.
 pub fn read_event(data: &str) -> serde_json::Result<&str> {
+    let start = data.trim_start_matches([' ', '\t', '\n', '\r']);
+    if let Some(rest) = start.strip_prefix('[') {
+        let mut de = serde_json::Deserializer::from_str(rest);
+        if let Ok(event) = <&str as de::Deserialize>::deserialize(&mut de) {
+            return Ok(event);
+        }
+    }
     let mut de = serde_json::Deserializer::from_str(data);
     FirstElement::<&str>::default().deserialize(&mut de)
 }

@@ -27,9 +27,71 @@ pub fn into_str<T: ?Sized + ser::Serialize>(
         ser,
         binary_payloads: &binary_payloads,
         is_root: true,
+        verbatim: true,
     };
     data.serialize(ser)?;
     Ok((writer, binary_payloads.into_inner()))
+}
+
+// Jibber patch: strings that need no escaping are written verbatim.
+//
+// serde_json escapes a string by looking up every byte in a table, one at a time: for the ids,
+// base64 fields and times of every outgoing event that was ~15 k instructions per relayed
+// message, 14 % of the runtime thread's (BENCHMARKS.md, session 14), though they never hold a
+// byte that needs escaping. A string of `VERBATIM_MIN_LEN` bytes or more is checked in one
+// pass the compiler vectorizes, and if it needs no escape it is handed to serde_json as the raw
+// JSON text `"..."`, through serde_json's own protocol for `RawValue` (a struct named
+// `SERDE_JSON_PRIVATE_RAW` with one field of that name), which writes it as it is. The output is
+// byte for byte what serde_json writes (jibber-client's `verbatim_strings_match_serde_json`
+// checks it); if serde_json ever dropped that protocol, that test fails.
+
+/// serde_json's name for the struct a `RawValue` serializes as (`serde_json::raw::TOKEN`).
+const SERDE_JSON_PRIVATE_RAW: &str = "$serde_json::private::RawValue";
+/// The prefix of serde_json's private struct names; inside them, the serializer is not
+/// serde_json's own, and strings go the usual way.
+const SERDE_JSON_PRIVATE: &str = "$serde_json::private::";
+/// Shorter strings (event names, codes) are cheaper to escape than to copy.
+const VERBATIM_MIN_LEN: usize = 16;
+
+thread_local! {
+    /// The quoted copy of the string being written, reused.
+    static QUOTED: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Whether serde_json would escape any of these bytes: control characters, `"` and `\`
+/// (nothing else: it writes every other byte, UTF-8 included, as it is). Eight bytes at a
+/// time, with Mycroft's test for a byte below a bound (exact as a test for any such byte), as
+/// serde_json's own reader does; no early exit. (The compiler's vectorizer turned a plain
+/// byte loop into gathers that cost more than serde_json's escaping.)
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::MAX / 255;
+    const HIGH: u64 = ONES << 7;
+    let mut words = bytes.chunks_exact(8);
+    let mut found = 0;
+    for word in &mut words {
+        let x = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
+        let quote = x ^ (ONES * u64::from(b'"'));
+        let backslash = x ^ (ONES * u64::from(b'\\'));
+        found |= (x.wrapping_sub(ONES * 0x20) & !x)
+            | (quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash);
+    }
+    found & HIGH != 0
+        || words
+            .remainder()
+            .iter()
+            .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+}
+
+/// Raw JSON text, serialized the way serde_json's `RawValue` is.
+struct Verbatim<'a>(&'a str);
+
+impl ser::Serialize for Verbatim<'_> {
+    fn serialize<S: ser::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct(SERDE_JSON_PRIVATE_RAW, 1)?;
+        s.serialize_field(SERDE_JSON_PRIVATE_RAW, self.0)?;
+        s.end()
+    }
 }
 
 struct Serializer<'a, S> {
@@ -41,6 +103,10 @@ struct Serializer<'a, S> {
     /// inserting new binary payloads and we never access it in other ways.
     binary_payloads: &'a UnsafeCell<VecDeque<Bytes>>,
     is_root: bool,
+    /// Jibber patch: whether `ser` is serde_json's own serializer, so that a string may be
+    /// written verbatim (see `serialize_str`). False inside serde_json's private structs
+    /// (a `RawValue` being written), where the serializer is another.
+    verbatim: bool,
 }
 
 /// The Compound type is used to serialize map-like or vec-like structures.
@@ -49,6 +115,7 @@ struct Compound<'a, I> {
     inner: I,
     event: Option<&'a str>,
     binary_payloads: &'a UnsafeCell<VecDeque<Bytes>>,
+    verbatim: bool,
 }
 
 /// A wrapper around a value that is being serialized.
@@ -56,6 +123,7 @@ struct CompoundWrapper<'a, T> {
     value: T,
     event: Option<&'a str>,
     binary_payloads: &'a UnsafeCell<VecDeque<Bytes>>,
+    verbatim: bool,
 }
 
 impl<T: ser::Serialize> ser::Serialize for CompoundWrapper<'_, T> {
@@ -65,6 +133,7 @@ impl<T: ser::Serialize> ser::Serialize for CompoundWrapper<'_, T> {
             ser: serializer,
             binary_payloads: self.binary_payloads,
             is_root: false,
+            verbatim: self.verbatim,
         })
     }
 }
@@ -81,6 +150,7 @@ impl<I: SerializeSeq> SerializeSeq for Compound<'_, I> {
             value,
             event: self.event,
             binary_payloads: self.binary_payloads,
+            verbatim: self.verbatim,
         })
     }
 
@@ -100,6 +170,7 @@ impl<I: SerializeTuple> SerializeTuple for Compound<'_, I> {
             value,
             event: self.event,
             binary_payloads: self.binary_payloads,
+            verbatim: self.verbatim,
         })
     }
 
@@ -119,6 +190,7 @@ impl<I: SerializeTupleStruct> SerializeTupleStruct for Compound<'_, I> {
             value,
             event: self.event,
             binary_payloads: self.binary_payloads,
+            verbatim: self.verbatim,
         })
     }
 
@@ -138,6 +210,7 @@ impl<I: SerializeTupleVariant> SerializeTupleVariant for Compound<'_, I> {
             value,
             event: self.event,
             binary_payloads: self.binary_payloads,
+            verbatim: self.verbatim,
         })
     }
 
@@ -165,6 +238,7 @@ impl<I: SerializeMap> SerializeMap for Compound<'_, I> {
             value,
             event: self.event,
             binary_payloads: self.binary_payloads,
+            verbatim: self.verbatim,
         })
     }
 
@@ -188,6 +262,7 @@ impl<I: SerializeStruct> SerializeStruct for Compound<'_, I> {
                 value,
                 event: self.event,
                 binary_payloads: self.binary_payloads,
+                verbatim: self.verbatim,
             },
         )
     }
@@ -212,6 +287,7 @@ impl<I: SerializeStructVariant> SerializeStructVariant for Compound<'_, I> {
                 value,
                 event: self.event,
                 binary_payloads: self.binary_payloads,
+                verbatim: self.verbatim,
             },
         )
     }
@@ -232,6 +308,7 @@ impl<'a, S: ser::Serializer> Serializer<'a, S> {
             inner: f(self.ser)?,
             event: self.event,
             binary_payloads: self.binary_payloads,
+            verbatim: self.verbatim,
         })
     }
 }
@@ -316,6 +393,15 @@ impl<'a, S: ser::Serializer> serde::Serializer for Serializer<'a, S> {
 
     #[inline]
     fn serialize_str(self, v: &str) -> Result<Self::Ok, Self::Error> {
+        if self.verbatim && v.len() >= VERBATIM_MIN_LEN && !needs_escape(v.as_bytes()) {
+            return QUOTED.with_borrow_mut(|quoted| {
+                quoted.clear();
+                quoted.push('"');
+                quoted.push_str(v);
+                quoted.push('"');
+                ser::Serialize::serialize(&Verbatim(quoted), self.ser)
+            });
+        }
         self.ser.serialize_str(v)
     }
 
@@ -344,7 +430,15 @@ impl<'a, S: ser::Serializer> serde::Serializer for Serializer<'a, S> {
     where
         T: ?Sized + serde::Serialize,
     {
-        self.ser.serialize_some(value)
+        // Jibber patch: go on through this serializer (upstream handed `value` to the inner one),
+        // so that its strings may be written verbatim; a binary inside becomes a placeholder
+        // and an attachment, as this module's documentation says of any binary payload.
+        self.ser.serialize_some(&CompoundWrapper {
+            value,
+            event: self.event,
+            binary_payloads: self.binary_payloads,
+            verbatim: self.verbatim,
+        })
     }
 
     #[inline]
@@ -377,7 +471,16 @@ impl<'a, S: ser::Serializer> serde::Serializer for Serializer<'a, S> {
     where
         T: ?Sized + serde::Serialize,
     {
-        self.ser.serialize_newtype_struct(name, value)
+        // Jibber patch: as in `serialize_some`.
+        self.ser.serialize_newtype_struct(
+            name,
+            &CompoundWrapper {
+                value,
+                event: self.event,
+                binary_payloads: self.binary_payloads,
+                verbatim: self.verbatim && !name.starts_with(SERDE_JSON_PRIVATE),
+            },
+        )
     }
 
     #[inline]
@@ -409,6 +512,7 @@ impl<'a, S: ser::Serializer> serde::Serializer for Serializer<'a, S> {
                     inner,
                     event: self.event,
                     binary_payloads: self.binary_payloads,
+                    verbatim: self.verbatim,
                 })
             }
             _ => self.into_compound(move |ser| ser.serialize_tuple(len)),
@@ -428,6 +532,7 @@ impl<'a, S: ser::Serializer> serde::Serializer for Serializer<'a, S> {
                     inner,
                     event: self.event,
                     binary_payloads: self.binary_payloads,
+                    verbatim: self.verbatim,
                 })
             }
             _ => self.into_compound(move |ser| ser.serialize_tuple_struct(name, len)),
@@ -458,7 +563,10 @@ impl<'a, S: ser::Serializer> serde::Serializer for Serializer<'a, S> {
         name: &'static str,
         len: usize,
     ) -> Result<Self::SerializeStruct, Self::Error> {
-        self.into_compound(move |ser| ser.serialize_struct(name, len))
+        let verbatim = self.verbatim && !name.starts_with(SERDE_JSON_PRIVATE);
+        let mut compound = self.into_compound(move |ser| ser.serialize_struct(name, len))?;
+        compound.verbatim = verbatim;
+        Ok(compound)
     }
 
     #[inline]
