@@ -45,7 +45,9 @@ async fn handle<T, F, Fut>(
     let result = async {
         state.realtime.check_rate(session.user, event).await?;
         let payload: T = parse_event(event, data.as_deref())?;
-        f(state.clone(), socket.clone(), session.clone(), payload).await
+        // Boxed: the handlers' futures are large, and inline they made this whole future (which
+        // socketioxide moves into a task for every event) several kilobytes to copy.
+        Box::pin(f(state.clone(), socket.clone(), session.clone(), payload)).await
     }
     .await;
     match result {

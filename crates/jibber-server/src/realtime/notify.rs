@@ -216,7 +216,7 @@ fn deliver_with_ack(state: &AppState, socket: &SocketRef, m: &Message) {
     }
     match socket
         .timeout(DELIVERY_ACK_TIMEOUT)
-        .emit_with_ack::<_, serde_json::Value>(events::RECEIVED_MESSAGE, m)
+        .emit_with_ack::<_, serde::de::IgnoredAny>(events::RECEIVED_MESSAGE, m)
     {
         Ok(ack) => {
             let state = state.clone();
@@ -225,10 +225,15 @@ fn deliver_with_ack(state: &AppState, socket: &SocketRef, m: &Message) {
                 // Any answer counts, whatever it carries (`cb()` sends none, which does not
                 // decode as a value): only a timeout or a dead socket means "not delivered".
                 let answered = matches!(ack.await, Ok(_) | Err(socketioxide::AckError::Decode(_)));
+                // Boxed, so that the task spawned for every delivery stays small to move.
                 if answered
-                    && let Err(e) =
-                        crate::service::mark_delivered_from(&state, receiver, message, Some(sender))
-                            .await
+                    && let Err(e) = Box::pin(crate::service::mark_delivered_from(
+                        &state,
+                        receiver,
+                        message,
+                        Some(sender),
+                    ))
+                    .await
                 {
                     tracing::warn!(code = %e.code, "marking a message delivered failed");
                 }
