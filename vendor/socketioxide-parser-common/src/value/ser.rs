@@ -38,8 +38,8 @@ pub fn into_str<T: ?Sized + ser::Serialize>(
 // serde_json escapes a string by looking up every byte in a table, one at a time: for the ids,
 // base64 fields and times of every outgoing event that was ~15 k instructions per relayed
 // message, 14 % of the runtime thread's (BENCHMARKS.md, session 14), though they never hold a
-// byte that needs escaping. A string of `VERBATIM_MIN_LEN` bytes or more is checked in one
-// pass the compiler vectorizes, and if it needs no escape it is handed to serde_json as the raw
+// byte that needs escaping. A string of `VERBATIM_MIN_LEN` bytes or more is checked eight
+// bytes at a time (`needs_escape`), and if it needs no escape it is handed to serde_json as the raw
 // JSON text `"..."`, through serde_json's own protocol for `RawValue` (a struct named
 // `SERDE_JSON_PRIVATE_RAW` with one field of that name), which writes it as it is. The output is
 // byte for byte what serde_json writes (jibber-client's `verbatim_strings_match_serde_json`
