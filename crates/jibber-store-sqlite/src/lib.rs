@@ -28,8 +28,11 @@ use sqlx::{Row, Sqlite, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+mod checkpoint;
 mod reader;
 pub mod sql;
+
+pub use checkpoint::CheckpointPolicy;
 mod wal_vfs;
 mod writer;
 
@@ -53,6 +56,8 @@ pub struct SqliteConfig {
     pub read_connections: u32,
     /// How long a caller waits for a connection before the store answers `Unavailable`.
     pub acquire_timeout: Duration,
+    /// When the WAL is copied back into the database file (off the writer's path).
+    pub checkpoint: CheckpointPolicy,
 }
 
 impl SqliteConfig {
@@ -62,6 +67,7 @@ impl SqliteConfig {
             durability: Durability::Full,
             read_connections: 4,
             acquire_timeout: Duration::from_secs(5),
+            checkpoint: CheckpointPolicy::default(),
         }
     }
 }
@@ -210,13 +216,6 @@ async fn push_change(tx: &mut SqliteConnection, users: &[Uuid], e: FeedEntry) ->
     Ok(())
 }
 
-/// WAL pages (4 KiB each) after which a commit copies the WAL back into the database file.
-/// SQLite's default of 1,000 made the relay's writer checkpoint every few batches (each batch
-/// writes a few hundred pages), paying two more fsyncs and rewriting the same hot pages (index
-/// leaves, counters) each time. At 10,000 the WAL grows to about 40 MiB before a checkpoint.
-/// Durability does not depend on it: a commit is in the WAL, synced, before it is acknowledged.
-pub(crate) const WAL_AUTOCHECKPOINT: u32 = 10_000;
-
 /// The batch writer's page cache (SQLite's `cache_size`, in KiB): the pages of the indexes it
 /// writes stay in memory instead of being read back from the file for every batch.
 pub(crate) const WRITER_CACHE_KIB: u32 = 32 * 1024;
@@ -240,7 +239,11 @@ impl SqliteStore {
                 Durability::Normal => SqliteSynchronous::Normal,
             })
             .foreign_keys(true)
-            .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT.to_string())
+            // The checkpointer copies the WAL back; SQLite's own checkpoint is its safety net.
+            .pragma(
+                "wal_autocheckpoint",
+                config.checkpoint.autocheckpoint_frames.to_string(),
+            )
             .busy_timeout(Duration::from_secs(5));
         let filename = opts.get_filename().to_owned();
         let writer = SqlitePoolOptions::new()
@@ -259,7 +262,12 @@ impl SqliteStore {
             .connect_with(opts.read_only(true))
             .await
             .map_err(backend_err)?;
-        let batch_writer = writer::BatchWriter::open(&filename, config.durability, writer.clone())?;
+        let batch_writer = writer::BatchWriter::open(
+            &filename,
+            config.durability,
+            config.checkpoint,
+            writer.clone(),
+        )?;
         let reads =
             reader::ReadPool::open(&filename, config.read_connections, config.acquire_timeout)?;
         let writes = GroupCommit::spawn("sqlite", "write", MAX_WRITE_BATCH, {

@@ -32,6 +32,7 @@ use rusqlite::{Connection, OptionalExtension, ToSql, TransactionBehavior, params
 use sqlx::SqlitePool;
 use uuid::Uuid;
 
+use crate::checkpoint::{CheckpointPolicy, Checkpoints};
 use crate::{Durability, FeedEntry, backend_err, sql};
 
 /// An id as the schema stores it (36-character hyphenated text), formatted on the stack for a
@@ -81,6 +82,8 @@ pub(crate) struct BatchWriter {
     conn: Arc<Mutex<Connection>>,
     /// sqlx's one-connection writer pool, held during each batch: the write lock of the process.
     gate: SqlitePool,
+    /// Copies the WAL back into the database file beside the writer (see [`crate::checkpoint`]).
+    checkpoints: Checkpoints,
 }
 
 pub(crate) fn sq_err(e: rusqlite::Error) -> StoreError {
@@ -104,7 +107,12 @@ pub(crate) fn sq_err(e: rusqlite::Error) -> StoreError {
 impl BatchWriter {
     /// Opens the database file (already migrated by sqlx) with the same settings as sqlx's
     /// connections.
-    pub(crate) fn open(path: &Path, durability: Durability, gate: SqlitePool) -> Result<Self> {
+    pub(crate) fn open(
+        path: &Path,
+        durability: Durability,
+        checkpoint: CheckpointPolicy,
+        gate: SqlitePool,
+    ) -> Result<Self> {
         let conn = match durability {
             // Commits sync the WAL, so its frames can be gathered into one write per commit.
             Durability::Full => {
@@ -127,16 +135,18 @@ impl BatchWriter {
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = OFF; \
              PRAGMA wal_autocheckpoint = {}; PRAGMA cache_size = -{};",
-            crate::WAL_AUTOCHECKPOINT,
+            checkpoint.autocheckpoint_frames,
             crate::WRITER_CACHE_KIB
         ))
         .map_err(sq_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(sq_err)?;
         conn.set_prepared_statement_cache_capacity(32);
+        let checkpoints = Checkpoints::start(path, synchronous, checkpoint)?;
         Ok(BatchWriter {
             conn: Arc::new(Mutex::new(conn)),
             gate,
+            checkpoints,
         })
     }
 
@@ -148,16 +158,18 @@ impl BatchWriter {
         F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T> + Send + 'static,
     {
         let _gate = self.gate.acquire().await.map_err(backend_err)?;
-        let conn = self.conn.clone();
+        let (conn, checkpoints) = (self.conn.clone(), self.checkpoints.clone());
         tokio::task::spawn_blocking(move || {
             // A panic mid-batch rolled its transaction back when it unwound: the connection
             // itself is fine.
             let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+            checkpoints.before_batch(&conn);
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(sq_err)?;
             let out = work(&tx)?;
             tx.commit().map_err(sq_err)?;
+            checkpoints.after_commit(&conn);
             Ok(out)
         })
         .await
