@@ -20,6 +20,7 @@ import {
 } from './lib/crypto';
 import * as store from './lib/db';
 import type { CachedMessage, Db, OutboxItem, TrustedKeys } from './lib/db';
+import { uuidv7 } from './lib/ids';
 import type { Change, PublicUser, SendAck, SyncPage, Tokens, WireChat, WireMessage } from './lib/types';
 import {
   type AppState,
@@ -646,7 +647,7 @@ export async function send(chatId: string, text: string): Promise<void> {
   if (!db || !chat || !text.trim()) return;
   stopTyping(chatId);
   const item: OutboxItem = {
-    tempMessageId: crypto.randomUUID(),
+    tempMessageId: uuidv7(),
     chatId,
     receiver: chat.other.id,
     text,
