@@ -31,10 +31,10 @@ use uuid::Uuid;
 mod checkpoint;
 mod reader;
 pub mod sql;
-
-pub use checkpoint::CheckpointPolicy;
 mod wal_vfs;
 mod writer;
+
+pub use checkpoint::CheckpointPolicy;
 
 /// How SQLite syncs commits to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
