@@ -457,9 +457,11 @@ pub async fn chats_are_unique_and_listed_by_activity(store: Arc<dyn Store>) {
         others.push(user(&*store, &format!("list_o{i}")).await);
     }
     let mut chats = Vec::new();
+    let mut last_created = now_ms();
     for o in &others {
+        last_created = now_ms();
         let created = store
-            .create_or_get_chat(me, *o, Uuid::now_v7(), now_ms())
+            .create_or_get_chat(me, *o, Uuid::now_v7(), last_created)
             .await
             .expect("create");
         assert!(created.created);
@@ -472,11 +474,14 @@ pub async fn chats_are_unique_and_listed_by_activity(store: Arc<dyn Store>) {
         assert_eq!(again.chat.other_user.id, me);
         chats.push(created.chat.id);
     }
-    // Activity in chat 1 moves it to the top.
-    store
-        .send_message(message(chats[1], others[1], me, "bump"), true)
-        .await
-        .expect("send");
+    // Activity in chat 1 moves it to the top. Activity is kept in milliseconds: the bump must
+    // come at least one after the last chat was created, or the two tie (and the newer chat
+    // comes first).
+    let mut bump = message(chats[1], others[1], me, "bump");
+    bump.created_at = bump
+        .created_at
+        .max(last_created + time::Duration::milliseconds(1));
+    store.send_message(bump, true).await.expect("send");
     let first = store.list_chats(me, None, 2).await.expect("page 1");
     assert_eq!(first[0].id, chats[1]);
     assert_eq!(
