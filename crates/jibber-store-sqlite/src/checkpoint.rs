@@ -4,8 +4,9 @@
 //! database file and syncs it. SQLite's automatic checkpoint runs inside the commit that crosses
 //! its threshold, on the committing connection: the batch writer stopped for the whole copy and
 //! sync (at 9,000 messages a second, about 1,100 pages and an `fsync` of the database every
-//! ~0.2 s), and every message that arrived meanwhile waited for it. That stall, not the
-//! average cost, set the relay's p99 (BENCHMARKS.md, session 15).
+//! ~0.2 s), and every message that arrived meanwhile waited for it. Moving it aside makes
+//! such stalls in the tail rarer; it does not change the relay's p99 at high rates, which
+//! the core's load sets (BENCHMARKS.md, session 15).
 //!
 //! Here a thread of its own, on a connection of its own, does the copying with passive
 //! checkpoints, which never block the writer. One thing it cannot do alone: SQLite starts the
@@ -125,11 +126,9 @@ impl Checkpoints {
     /// `synchronous` is the pragma's value, which decides whether a checkpoint syncs.
     pub(crate) fn start(path: &Path, synchronous: &str, policy: CheckpointPolicy) -> Result<Self> {
         let conn = Connection::open(path).map_err(sq_err)?;
-        conn.execute_batch(&format!(
-            "PRAGMA synchronous = {synchronous}; PRAGMA wal_autocheckpoint = {};",
-            policy.autocheckpoint_frames
-        ))
-        .map_err(sq_err)?;
+        // It never commits, so SQLite's automatic checkpoint has nothing to do here.
+        conn.execute_batch(&format!("PRAGMA synchronous = {synchronous};"))
+            .map_err(sq_err)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(sq_err)?;
         let shared = Arc::new(Shared {
             policy,
