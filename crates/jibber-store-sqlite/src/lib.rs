@@ -205,13 +205,22 @@ async fn push_change(tx: &mut SqliteConnection, users: &[Uuid], e: FeedEntry) ->
             .fetch_one(&mut *tx)
             .await
             .map_err(backend_err)?;
-        sqlx::query(sql::INSERT_FEED_ENTRY)
+        let tail_len = sqlx::query(sql::INSERT_FEED_ENTRY)
             .bind(feed)
             .bind(seq)
             .bind(change)
             .execute(&mut *tx)
             .await
-            .map_err(backend_err)?;
+            .map_err(backend_err)?
+            .last_insert_rowid();
+        if tail_len >= sql::FEED_TAIL_MAX {
+            for statement in sql::MOVE_FEED_TAIL {
+                sqlx::query(statement)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend_err)?;
+            }
+        }
     }
     Ok(())
 }

@@ -383,12 +383,23 @@ pub(crate) fn changes_since(
     limit: u32,
 ) -> Result<Vec<Change>> {
     snapshot(conn, || {
-        let feed_rows = rows(
+        let user = me.to_string();
+        let mut feed_rows = rows(
             conn,
             sql::FEED,
-            params![me.to_string(), since, i64::from(limit)],
+            params![user, since, i64::from(limit)],
             feed_row,
         )?;
+        // The tail's entries come after all of `user_feed`'s (see the migration `feed_tail`).
+        let left = i64::from(limit) - feed_rows.len() as i64;
+        if left > 0 {
+            feed_rows.extend(rows(
+                conn,
+                sql::FEED_TAIL,
+                params![user, since, left],
+                feed_row,
+            )?);
+        }
         let (message_ids, chat_ids) = feed::wanted(&feed_rows);
         // Two more queries at most, whatever the number of changes.
         let message_ids: Vec<String> = message_ids.iter().map(Uuid::to_string).collect();
@@ -451,6 +462,7 @@ mod tests {
             ]
         );
         assert_eq!(names(sql::CHAT_LIST_AFTER.as_str()), chat);
+        assert_eq!(names(sql::FEED_TAIL), names(sql::FEED));
         assert_eq!(
             names(sql::FEED),
             [

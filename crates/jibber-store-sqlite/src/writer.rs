@@ -329,6 +329,8 @@ struct Counters {
     /// Each user's feed: its number and the last cursor given out.
     feeds: HashMap<Uuid, (i64, i64)>,
     chats: HashMap<Uuid, ChatCounters>,
+    /// The feed tail's length after the batch's last entry (its rowid).
+    tail_len: i64,
 }
 
 impl Counters {
@@ -376,8 +378,9 @@ impl Counters {
             .map_err(sq_err)?;
         for user in users {
             let (feed, seq) = self.next_feed_seq(st, *user)?;
-            st.insert_feed_entry
-                .execute(params![feed, seq, change])
+            self.tail_len = st
+                .insert_feed_entry
+                .insert(params![feed, seq, change])
                 .map_err(sq_err)?;
         }
         Ok(())
@@ -401,8 +404,16 @@ impl Counters {
         })
     }
 
-    /// Writes the counters back, once per chat and per user.
+    /// Writes the counters back, once per chat and per user, and moves the feed tail into
+    /// `user_feed` if the batch filled it.
     fn write(self, tx: &rusqlite::Transaction<'_>) -> Result<()> {
+        if self.tail_len >= sql::FEED_TAIL_MAX {
+            for statement in sql::MOVE_FEED_TAIL {
+                tx.prepare_cached(statement)
+                    .and_then(|mut s| s.execute([]))
+                    .map_err(sq_err)?;
+            }
+        }
         for (feed, seq) in self.feeds.into_values() {
             tx.prepare_cached(sql::SET_CHANGE_SEQ)
                 .and_then(|mut s| s.execute(params![feed, seq]))
