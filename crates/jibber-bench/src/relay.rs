@@ -330,7 +330,6 @@ async fn send(
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         t
     });
-    let mut n: u64 = 0;
     let mut cipher = vec![0u8; cfg.size.max(8)];
     rand::thread_rng().fill_bytes(&mut cipher);
     let base = json!({
@@ -378,11 +377,11 @@ async fn send(
                 }
             }
             started = next_send => {
-                n += 1;
                 cipher[..8].copy_from_slice(&stamp(origin, started).to_le_bytes());
                 let mut body = base.clone();
                 body["cipher"] = json!(B64(cipher.clone()));
-                body["tempMessageId"] = json!(format!("{}-{n}", pair.sender.id.simple()));
+                // Time-ordered, as the SDK and the web client make them.
+                body["tempMessageId"] = json!(uuid::Uuid::now_v7());
                 let socket = socket.clone();
                 let timeout = cfg.timeout;
                 result.sent += 1;

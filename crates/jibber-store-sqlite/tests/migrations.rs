@@ -182,6 +182,23 @@ async fn a_database_of_the_first_schema_keeps_its_read_marks_and_feeds() {
     let r = store.mark_read(b, chat, 3, now_ms()).await.expect("read");
     assert_eq!((r.marked, r.unread_count), (2, 0));
 
+    // The repeat check's index leads with the idempotency key, and still knows the messages
+    // stored before the migration.
+    let columns: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM pragma_index_info(?1) ORDER BY seqno")
+            .bind(dedup_index(&store).await)
+            .fetch_all(store.read_pool())
+            .await
+            .expect("index columns");
+    assert_eq!(columns, ["temp_message_id", "sender_id"]);
+    let mut again = message(chat, a, b, "a repeat");
+    again.temp_message_id = "t2".to_owned();
+    let repeat = store.send_message(again, true).await.expect("repeat");
+    assert_eq!(
+        repeat.message.id, ids[1],
+        "the repeat returns the first message"
+    );
+
     // The read mark was entry 3 of b's feed and 2 of a's; a new message is the next of each.
     store
         .send_message(message(chat, a, b, "after the migration"), true)
@@ -196,4 +213,24 @@ async fn a_database_of_the_first_schema_keeps_its_read_marks_and_feeds() {
         [1, 2, 3]
     );
     store.close().await;
+}
+
+/// The name of the unique index on `messages` that covers (sender_id, temp_message_id).
+async fn dedup_index(store: &SqliteStore) -> String {
+    let indexes: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM pragma_index_list('messages') WHERE \"unique\" = 1")
+            .fetch_all(store.read_pool())
+            .await
+            .expect("indexes");
+    for name in indexes {
+        let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_index_info(?1)")
+            .bind(&name)
+            .fetch_all(store.read_pool())
+            .await
+            .expect("columns");
+        if columns.iter().any(|c| c == "temp_message_id") {
+            return name;
+        }
+    }
+    panic!("no unique index covers temp_message_id")
 }
