@@ -2,7 +2,7 @@
 //! `cargo bench -p jibber-store-sqlite --features bench`.
 //!
 //! The large database is generated once with bulk SQL (recursive CTEs) and kept in
-//! `$HOME/.cache/jibber/bench-db/sqlite-<messages>.db`; `JIBBER_BENCH_MESSAGES` sets its size.
+//! `$HOME/.cache/jibber/bench-db/sqlite-<messages>-v2.db`; `JIBBER_BENCH_MESSAGES` sets its size.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,6 +12,9 @@ use jibber_store::benchkit::{self, CHATS, FEED_MESSAGES, Kind, criterion::Criter
 use jibber_store_sqlite::{Durability, SqliteConfig, SqliteStore};
 use sqlx::{Connection, SqliteConnection};
 use tokio::runtime::Runtime;
+
+/// Entries in the generated database's feed tail: just under `sql::FEED_TAIL_MAX`.
+const TAIL: i64 = jibber_store_sqlite::sql::FEED_TAIL_MAX - 1;
 
 /// The statements that fill an empty (migrated) database; `:n` is the number of messages.
 fn generate_sql(n: u64) -> Vec<String> {
@@ -88,9 +91,18 @@ fn generate_sql(n: u64) -> Vec<String> {
             hub = uid("0"),
             peer = uid(&format!("j % {CHATS} + 1")),
         ),
+        // The newest entries are in the feed tail, as full as it gets (the worst case for a
+        // sync, which scans it); the rest in `user_feed`.
         format!(
             "INSERT INTO user_feed (feed, seq, change_id) \
-             SELECT (SELECT num FROM feeds WHERE user_id = {}), id, id FROM changes ORDER BY id",
+             SELECT (SELECT num FROM feeds WHERE user_id = {}), id, id FROM changes \
+              WHERE id <= (SELECT max(id) FROM changes) - {TAIL} ORDER BY id",
+            uid("0")
+        ),
+        format!(
+            "INSERT INTO feed_tail (feed, seq, change_id) \
+             SELECT (SELECT num FROM feeds WHERE user_id = {}), id, id FROM changes \
+              WHERE id > (SELECT max(id) FROM changes) - {TAIL} ORDER BY id",
             uid("0")
         ),
         "ANALYZE".to_owned(),
@@ -107,9 +119,10 @@ async fn open(path: &std::path::Path, durability: Durability) -> SqliteStore {
 async fn generated(n: u64) -> Arc<dyn Store> {
     let dir = benchkit::cache_dir();
     std::fs::create_dir_all(&dir).expect("cache dir");
-    let path = dir.join(format!("sqlite-{n}.db"));
+    // "-v2": since session 16 the newest feed entries are in the feed tail.
+    let path = dir.join(format!("sqlite-{n}-v2.db"));
     if !path.exists() {
-        let tmp = dir.join(format!("sqlite-{n}.db.partial"));
+        let tmp = dir.join(format!("sqlite-{n}-v2.db.partial"));
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", tmp.display()));
         }
