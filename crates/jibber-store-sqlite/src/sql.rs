@@ -208,11 +208,12 @@ pub const FEED: &str = "SELECT f.seq AS seq, c.kind AS kind, c.chat_id AS chat_i
      WHERE f.feed = (SELECT num FROM feeds WHERE user_id = ?1) AND f.seq > ?2 ORDER BY f.seq LIMIT ?3";
 
 /// The same as [`FEED`] from the tail, which has no index: a scan of at most
-/// [`FEED_TAIL_MAX`] entries.
+/// [`FEED_TAIL_MAX`] entries. A feed's entries are appended in the order of their seqs, so the
+/// tail's rowid order is each feed's seq order: the scan needs no sort and stops at the limit.
 pub const FEED_TAIL: &str = "SELECT f.seq AS seq, c.kind AS kind, c.chat_id AS chat_id, c.message_id AS message_id, \
      c.actor_id AS actor_id, c.up_to_seq AS up_to_seq, c.at AS at \
      FROM feed_tail f JOIN changes c ON c.id = f.change_id \
-     WHERE f.feed = (SELECT num FROM feeds WHERE user_id = ?1) AND f.seq > ?2 ORDER BY f.seq LIMIT ?3";
+     WHERE f.feed = (SELECT num FROM feeds WHERE user_id = ?1) AND f.seq > ?2 ORDER BY f.rowid LIMIT ?3";
 
 /// The statements the batch writer runs for every send and receipt, and the mark-read, by
 /// name: none may build a temporary table (tests/query_plans.rs).
