@@ -1,9 +1,10 @@
 //! The [`Store`] on embedded SQLite.
 //!
 //! One file in the data directory, WAL journal, `synchronous=FULL` by default, foreign keys on.
-//! Writes go through a pool of one connection (SQLite has one writer anyway; queueing in the
-//! pool instead of in SQLite's busy handler avoids `SQLITE_BUSY` on lock upgrades), reads go
-//! through a separate pool of several connections. Migrations are embedded and run at open.
+//! Writes take the process's write lock ([`write_lock`]; SQLite has one writer anyway, and
+//! queueing in the process instead of in SQLite's busy handler avoids `SQLITE_BUSY` on lock
+//! upgrades), then a pool of one connection (or the batch writer's own); reads go through a
+//! separate pool of several connections. Migrations are embedded and run at open.
 //!
 //! Every statement that hot paths run is a `const` in [`sql`], so the query-plan tests check
 //! the very text the code runs.
@@ -24,7 +25,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Row, Sqlite};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -32,6 +33,7 @@ mod checkpoint;
 mod reader;
 pub mod sql;
 mod wal_vfs;
+mod write_lock;
 mod writer;
 
 pub use checkpoint::CheckpointPolicy;
@@ -75,7 +77,8 @@ impl SqliteConfig {
 /// Jibber's storage on SQLite.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
-    writer: SqlitePool,
+    /// sqlx's one-connection writer pool behind the process's write lock.
+    writer: write_lock::Writer,
     reader: SqlitePool,
     /// The hot reads (history, sync, chat list, change feed): one blocking call each.
     reads: reader::ReadPool,
@@ -265,6 +268,7 @@ impl SqliteStore {
             .run(&writer)
             .await
             .map_err(|e| StoreError::Backend(format!("migration failed: {e}")))?;
+        let writer = write_lock::Writer::new(writer);
         let reader = SqlitePoolOptions::new()
             .max_connections(config.read_connections.max(1))
             .acquire_timeout(config.acquire_timeout)
@@ -310,8 +314,8 @@ impl SqliteStore {
         self.reads.close();
     }
 
-    async fn begin(&self) -> Result<Transaction<'static, Sqlite>> {
-        self.writer.begin().await.map_err(backend_err)
+    async fn begin(&self) -> Result<write_lock::WriteTx> {
+        self.writer.begin().await
     }
 
     async fn chats(&self, me: Uuid, filter: reader::ChatFilter, limit: u32) -> Result<Vec<Chat>> {
@@ -403,7 +407,7 @@ impl Store for SqliteStore {
             .bind(&u.public_signing_key)
             .bind(&u.key_bundle)
             .bind(to_ms(u.created_at))
-            .execute(&self.writer)
+            .execute(&mut *self.writer.conn().await?)
             .await;
         match res {
             Ok(_) => {}
@@ -477,7 +481,7 @@ impl Store for SqliteStore {
         .bind(public_id_key)
         .bind(public_signing_key)
         .bind(key_bundle)
-        .execute(&self.writer)
+        .execute(&mut *self.writer.conn().await?)
         .await
         .map_err(backend_err)?;
         if done.rows_affected() == 0 {
@@ -513,7 +517,7 @@ impl Store for SqliteStore {
         sqlx::query("UPDATE users SET last_seen = ?2 WHERE id = ?1")
             .bind(user.to_string())
             .bind(to_ms(at))
-            .execute(&self.writer)
+            .execute(&mut *self.writer.conn().await?)
             .await
             .map_err(backend_err)?;
         Ok(())
@@ -528,7 +532,7 @@ impl Store for SqliteStore {
         .bind(login.user_id.map(|u| u.to_string()))
         .bind(login.state)
         .bind(to_ms(login.expires_at))
-        .execute(&self.writer)
+        .execute(&mut *self.writer.conn().await?)
         .await
         .map_err(backend_err)?;
         Ok(())
@@ -544,7 +548,7 @@ impl Store for SqliteStore {
             "DELETE FROM pending_logins WHERE id = ?1 RETURNING id, user_id, state, expires_at",
         )
         .bind(id.to_string())
-        .fetch_optional(&self.writer)
+        .fetch_optional(&mut *self.writer.conn().await?)
         .await
         .map_err(backend_err)?;
         let Some(row) = row else { return Ok(None) };
@@ -562,12 +566,12 @@ impl Store for SqliteStore {
         let now = to_ms(now);
         let a = sqlx::query("DELETE FROM pending_logins WHERE expires_at <= ?1")
             .bind(now)
-            .execute(&self.writer)
+            .execute(&mut *self.writer.conn().await?)
             .await
             .map_err(backend_err)?;
         let b = sqlx::query("DELETE FROM refresh_tokens WHERE expires_at <= ?1")
             .bind(now)
-            .execute(&self.writer)
+            .execute(&mut *self.writer.conn().await?)
             .await
             .map_err(backend_err)?;
         Ok(a.rows_affected() + b.rows_affected())
@@ -582,7 +586,7 @@ impl Store for SqliteStore {
             .bind(t.token_hash.as_slice())
             .bind(to_ms(t.created_at))
             .bind(to_ms(t.expires_at))
-            .execute(&self.writer)
+            .execute(&mut *self.writer.conn().await?)
             .await
             .map_err(backend_err)?;
         Ok(())
@@ -617,7 +621,7 @@ impl Store for SqliteStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(backend_err)?;
-            tx.commit().await.map_err(backend_err)?;
+            tx.commit().await?;
             return Ok(RefreshCheck::Valid { user_id, family_id });
         }
         let row = sqlx::query(sql::REFRESH_BY_HASH)
@@ -639,7 +643,7 @@ impl Store for SqliteStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(backend_err)?;
-            tx.commit().await.map_err(backend_err)?;
+            tx.commit().await?;
             return Ok(RefreshCheck::Reused { user_id });
         }
         debug_assert!(expires_at <= now_ms);
@@ -693,7 +697,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(backend_err)?;
-        tx.commit().await.map_err(backend_err)?;
+        tx.commit().await?;
         Ok(true)
     }
 
@@ -762,7 +766,7 @@ impl Store for SqliteStore {
                     .map_err(backend_err)?;
             Uuid::parse_str(&id).map_err(|e| StoreError::Backend(e.to_string()))?
         };
-        tx.commit().await.map_err(backend_err)?;
+        tx.commit().await?;
         let chat = self.chat_for(me, chat_id).await?;
         Ok(ChatForUser { chat, created })
     }
@@ -945,7 +949,7 @@ impl Store for SqliteStore {
             };
             push_change(&mut tx, &[other, me], entry).await?;
         }
-        tx.commit().await.map_err(backend_err)?;
+        tx.commit().await?;
         Ok(ReadReceipt {
             chat_id: chat,
             up_to_sequence: up_to,

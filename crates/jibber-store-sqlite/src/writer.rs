@@ -14,9 +14,10 @@
 //! send is checked against the chat's membership before anything is written, and nothing else
 //! writes while a batch runs.
 //!
-//! There is still one writer at a time: a batch first takes the connection of sqlx's writer pool
-//! (which has exactly one) and holds it until it has committed, so the other writes (accounts,
-//! chats, read marks) queue fairly behind it instead of meeting `SQLITE_BUSY`.
+//! There is still one writer at a time: a batch first takes the process's write lock
+//! ([`crate::write_lock`]), which sqlx's writes (accounts, chats, read marks) take too, and
+//! holds it until it has committed, so they queue fairly behind each other instead of meeting
+//! `SQLITE_BUSY`.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -29,11 +30,11 @@ use jibber_store::util::to_ms;
 use jibber_store::{Result, StoreError};
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OptionalExtension, ToSql, TransactionBehavior, params};
-use sqlx::SqlitePool;
 use uuid::Uuid;
 
 use crate::checkpoint::{CheckpointPolicy, Checkpoints};
-use crate::{Durability, FeedEntry, backend_err, sql};
+use crate::write_lock::Writer;
+use crate::{Durability, FeedEntry, sql};
 
 /// An id as the schema stores it (36-character hyphenated text), formatted on the stack for a
 /// statement's parameter. `Uuid::to_string` went through `fmt` and allocated a `String` for each
@@ -80,8 +81,8 @@ pub(crate) enum Outcome {
 #[derive(Clone)]
 pub(crate) struct BatchWriter {
     conn: Arc<Mutex<Connection>>,
-    /// sqlx's one-connection writer pool, held during each batch: the write lock of the process.
-    gate: SqlitePool,
+    /// The process's write lock, held during each batch.
+    gate: Writer,
     /// Copies the WAL back into the database file beside the writer (see [`crate::checkpoint`]).
     checkpoints: Checkpoints,
 }
@@ -111,7 +112,7 @@ impl BatchWriter {
         path: &Path,
         durability: Durability,
         checkpoint: CheckpointPolicy,
-        gate: SqlitePool,
+        gate: Writer,
     ) -> Result<Self> {
         let conn = match durability {
             // Commits sync the WAL, so its frames can be gathered into one write per commit.
@@ -157,7 +158,7 @@ impl BatchWriter {
         T: Send + 'static,
         F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T> + Send + 'static,
     {
-        let _gate = self.gate.acquire().await.map_err(backend_err)?;
+        let _gate = self.gate.lock().await;
         let (conn, checkpoints) = (self.conn.clone(), self.checkpoints.clone());
         tokio::task::spawn_blocking(move || {
             // A panic mid-batch rolled its transaction back when it unwound: the connection
