@@ -11,14 +11,9 @@ use uuid::Uuid;
 
 /// Applies only the first migration (the schema as it shipped) to a new database file.
 async fn database_at_first_schema(path: &std::path::Path) -> sqlx::SqlitePool {
-    let first = tempfile::tempdir().expect("tempdir");
-    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
-    let mut names: Vec<_> = std::fs::read_dir(&source)
-        .expect("migrations")
-        .map(|e| e.expect("entry").file_name())
-        .collect();
-    names.sort();
-    std::fs::copy(source.join(&names[0]), first.path().join(&names[0])).expect("copy");
+    let first = jibber_store::testsuite::first_migration_only(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations"),
+    );
     let pool = SqlitePoolOptions::new()
         .max_connections(1)
         .connect_with(

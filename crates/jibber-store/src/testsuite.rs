@@ -1018,3 +1018,16 @@ macro_rules! store_suite {
         )*
     };
 }
+
+/// A new directory holding only the first of a backend's migrations (the schema as it shipped),
+/// for tests that build a database of that schema and then let the store migrate it.
+pub fn first_migration_only(migrations: &std::path::Path) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut names: Vec<_> = std::fs::read_dir(migrations)
+        .expect("migrations")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    names.sort();
+    std::fs::copy(migrations.join(&names[0]), dir.path().join(&names[0])).expect("copy");
+    dir
+}
