@@ -32,6 +32,7 @@
 //! message between the two; nobody else can hold a lock on a new row, so mark-read's
 //! chat_members-then-messages order does not form a cycle with it.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -329,35 +330,99 @@ async fn push_change(tx: &mut PgConnection, users: &[Uuid], e: FeedEntry) -> Res
 }
 
 /// Appends entries to users' feeds inside the caller's transaction, each user's in the order
-/// given. The users' rows are locked in id order, whatever the order of `entries`, so that two
-/// transactions writing to the same feeds cannot deadlock; each user's row is locked once.
+/// given, in three statements whatever their number (a round trip each: one statement per
+/// entry made a batch of sends wait on hundreds of round trips, BENCHMARKS.md session 17). The
+/// users' rows are locked in id order first, whatever the order of `entries`, so that two
+/// transactions writing to the same feeds cannot deadlock; then each feed's counter moves once
+/// and the entries go in as one multi-row insert.
 async fn push_changes(tx: &mut PgConnection, mut entries: Vec<(Uuid, FeedEntry)>) -> Result<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
     entries.sort_by_key(|(user, _)| *user); // stable: each user's entries keep their order
+    let (mut users, mut counts) = (Vec::new(), Vec::new());
     for group in entries.chunk_by(|a, b| a.0 == b.0) {
-        let user = group[0].0;
-        let n = i64::try_from(group.len()).unwrap_or(i64::MAX);
-        let last: i64 = sqlx::query_scalar(sql::BUMP_CHANGE_SEQ)
-            .bind(user)
-            .bind(n)
-            .fetch_one(&mut *tx)
+        users.push(group[0].0);
+        counts.push(i64::try_from(group.len()).unwrap_or(i64::MAX));
+    }
+    if users.len() > 1 {
+        sqlx::query(sql::LOCK_USERS)
+            .bind(&users)
+            .execute(&mut *tx)
             .await
             .map_err(backend_err)?;
-        for (seq, (_, e)) in (last - n + 1..).zip(group) {
-            sqlx::query(sql::INSERT_CHANGE)
-                .bind(user)
-                .bind(seq)
-                .bind(e.kind)
-                .bind(e.chat)
-                .bind(e.message)
-                .bind(e.actor)
-                .bind(e.up_to)
-                .bind(ms(e.at))
-                .execute(&mut *tx)
-                .await
-                .map_err(backend_err)?;
+    }
+    let bumped: Vec<(Uuid, i64)> = sqlx::query_as(sql::BUMP_CHANGE_SEQS)
+        .bind(&users)
+        .bind(&counts)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(backend_err)?;
+    let last: HashMap<Uuid, i64> = bumped.into_iter().collect();
+    let n = entries.len();
+    let mut rows = ChangeRows::with_capacity(n);
+    for group in entries.chunk_by(|a, b| a.0 == b.0) {
+        let user = group[0].0;
+        let count = i64::try_from(group.len()).unwrap_or(i64::MAX);
+        let last = *last
+            .get(&user)
+            .ok_or_else(|| StoreError::Backend(format!("no feed counter for user {user}")))?;
+        for (seq, (_, e)) in (last - count + 1..).zip(group) {
+            rows.push(user, seq, e);
         }
     }
+    sqlx::query(sql::INSERT_CHANGES)
+        .bind(rows.user)
+        .bind(rows.seq)
+        .bind(rows.kind)
+        .bind(rows.chat)
+        .bind(rows.message)
+        .bind(rows.actor)
+        .bind(rows.up_to)
+        .bind(rows.at)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend_err)?;
     Ok(())
+}
+
+/// Feed entries as the columns of [`sql::INSERT_CHANGES`].
+#[derive(Default)]
+struct ChangeRows {
+    user: Vec<Uuid>,
+    seq: Vec<i64>,
+    kind: Vec<&'static str>,
+    chat: Vec<Uuid>,
+    message: Vec<Option<Uuid>>,
+    actor: Vec<Option<Uuid>>,
+    up_to: Vec<Option<i64>>,
+    at: Vec<OffsetDateTime>,
+}
+
+impl ChangeRows {
+    fn with_capacity(n: usize) -> Self {
+        ChangeRows {
+            user: Vec::with_capacity(n),
+            seq: Vec::with_capacity(n),
+            kind: Vec::with_capacity(n),
+            chat: Vec::with_capacity(n),
+            message: Vec::with_capacity(n),
+            actor: Vec::with_capacity(n),
+            up_to: Vec::with_capacity(n),
+            at: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, user: Uuid, seq: i64, e: &FeedEntry) {
+        self.user.push(user);
+        self.seq.push(seq);
+        self.kind.push(e.kind);
+        self.chat.push(e.chat);
+        self.message.push(e.message);
+        self.actor.push(e.actor);
+        self.up_to.push(e.up_to);
+        self.at.push(ms(e.at));
+    }
 }
 
 /// The message stored for `(sender, tempMessageId)`, as the answer to a repeated send.
@@ -448,13 +513,329 @@ async fn send_one(tx: &mut PgConnection, r: &SendRequest) -> Result<Sent> {
     })
 }
 
-/// Writes a batch of sends in one transaction and commits once.
+/// Writes a batch of sends in one transaction and commits once, in a fixed number of statements
+/// (a round trip each) whatever the batch's size: [`send_batch_set`]. In the rare case that a
+/// key the batch checked was stored meanwhile by another node, the batch is written again one
+/// send at a time ([`send_batch_each`]), which answers such a send with the other node's
+/// message.
+async fn send_batch(pool: PgPool, batch: Vec<SendRequest>) -> Result<Vec<Result<Sent>>> {
+    let mut tx = pool.begin().await.map_err(backend_err)?;
+    match send_batch_set(&mut tx, &batch).await? {
+        Some(answers) => {
+            tx.commit().await.map_err(backend_err)?;
+            Ok(answers)
+        }
+        None => {
+            tx.rollback().await.map_err(backend_err)?;
+            send_batch_each(pool, batch).await
+        }
+    }
+}
+
+/// What [`send_batch_set`] decided for one send before writing anything.
+enum Plan {
+    /// Answered already: a repeat of a stored message, or refused.
+    Answer(Box<Result<Sent>>),
+    /// A repeat of the send at this index of the same batch.
+    RepeatOf(usize),
+    /// To be stored in its chat.
+    Store,
+}
+
+/// [`send_batch`]'s set-based write: the batch's repeats and its chats' members are read in one
+/// statement each and checked in memory; then the chats are locked in id order and take their
+/// sequence numbers (one statement), the messages go in as one multi-row insert, the members'
+/// activity and unread counts move in one statement, and the feeds get their entries
+/// ([`push_changes`]). Locks are taken in the order every writer uses (chats by id, the new
+/// messages, members, users by id), so batches of several nodes wait for each other but never
+/// deadlock. `None`: a key was stored meanwhile by another node; the caller rolls back.
+async fn send_batch_set(
+    tx: &mut PgConnection,
+    batch: &[SendRequest],
+) -> Result<Option<Vec<Result<Sent>>>> {
+    let senders: Vec<Uuid> = batch.iter().map(|r| r.msg.sender).collect();
+    let temps: Vec<&str> = batch
+        .iter()
+        .map(|r| r.msg.temp_message_id.as_str())
+        .collect();
+    let mut stored = HashMap::new();
+    for row in sqlx::query(sql::MESSAGES_BY_TEMP_IDS)
+        .bind(&senders)
+        .bind(&temps)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(backend_err)?
+    {
+        let message = message_from_row(&row, "")?;
+        stored.insert((message.sender, message.temp_message_id.clone()), message);
+    }
+    let mut chats: Vec<Uuid> = batch.iter().map(|r| r.msg.chat_id).collect();
+    chats.sort_unstable();
+    chats.dedup();
+    let mut members: HashMap<(Uuid, Uuid), Uuid> = HashMap::new();
+    let rows: Vec<(Uuid, Uuid, Uuid)> = sqlx::query_as(sql::MEMBERS_OF_CHATS)
+        .bind(&chats)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(backend_err)?;
+    for (chat, user, other) in rows {
+        members.insert((chat, user), other);
+    }
+
+    // Each send's fate, in queue order; a chat's new messages get its numbers in that order.
+    let mut first_of: HashMap<(Uuid, &str), usize> = HashMap::new();
+    let mut plans = Vec::with_capacity(batch.len());
+    for (i, r) in batch.iter().enumerate() {
+        let m = &r.msg;
+        let key = (m.sender, m.temp_message_id.as_str());
+        let plan = if let Some(message) = stored.get(&(m.sender, m.temp_message_id.clone())) {
+            Plan::Answer(Box::new(duplicate(message.clone(), m)))
+        } else if let Some(&j) = first_of.get(&key) {
+            Plan::RepeatOf(j)
+        } else {
+            match members.get(&(m.chat_id, m.sender)) {
+                None => Plan::Answer(Box::new(Err(StoreError::NotFound))),
+                Some(o) if *o != m.receiver => {
+                    Plan::Answer(Box::new(Err(StoreError::WrongReceiver)))
+                }
+                Some(_) => {
+                    first_of.insert(key, i);
+                    Plan::Store
+                }
+            }
+        };
+        plans.push(plan);
+    }
+
+    // The chats' numbers: how many each takes, and the time of its last send.
+    let mut taken: Vec<(Uuid, i64, OffsetDateTime)> = Vec::new();
+    for (r, _) in batch
+        .iter()
+        .zip(&plans)
+        .filter(|(_, p)| matches!(p, Plan::Store))
+    {
+        match taken.iter_mut().find(|(c, _, _)| *c == r.msg.chat_id) {
+            Some((_, n, at)) => {
+                *n += 1;
+                *at = ms(r.msg.created_at);
+            }
+            None => taken.push((r.msg.chat_id, 1, ms(r.msg.created_at))),
+        }
+    }
+    let mut next: HashMap<Uuid, i64> = HashMap::new();
+    if !taken.is_empty() {
+        taken.sort_by_key(|(c, _, _)| *c);
+        let ids: Vec<Uuid> = taken.iter().map(|t| t.0).collect();
+        if ids.len() > 1 {
+            sqlx::query(sql::LOCK_CHATS)
+                .bind(&ids)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend_err)?;
+        }
+        let counts: Vec<i64> = taken.iter().map(|t| t.1).collect();
+        let ats: Vec<OffsetDateTime> = taken.iter().map(|t| t.2).collect();
+        let after: Vec<(Uuid, i64)> = sqlx::query_as(sql::TAKE_SEQS)
+            .bind(&ids)
+            .bind(&counts)
+            .bind(&ats)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(backend_err)?;
+        if after.len() != taken.len() {
+            return Ok(None); // a chat was deleted meanwhile
+        }
+        // The rows come back in no particular order: each chat's first number is its next one
+        // less what it took.
+        for (chat, after_taking) in after {
+            let n = taken
+                .iter()
+                .find(|t| t.0 == chat)
+                .map(|t| t.1)
+                .ok_or_else(|| StoreError::Backend(format!("chat {chat} took no numbers")))?;
+            next.insert(chat, after_taking - n);
+        }
+    }
+
+    // The messages, with their numbers, in queue order.
+    let mut stored_now: Vec<Option<Message>> = vec![None; batch.len()];
+    let mut rows = MessageRows::with_capacity(batch.len());
+    let mut unread: Vec<(Uuid, Uuid, OffsetDateTime, i64)> = Vec::new();
+    let mut feed = Vec::new();
+    for (i, (r, plan)) in batch.iter().zip(&plans).enumerate() {
+        if !matches!(plan, Plan::Store) {
+            continue;
+        }
+        let m = &r.msg;
+        let seq = next.get_mut(&m.chat_id).ok_or_else(|| {
+            StoreError::Backend(format!("chat {} took no sequence number", m.chat_id))
+        })?;
+        rows.push(m, *seq, r.count_unread);
+        let message = m.clone().stored(*seq);
+        *seq += 1;
+        for (user, n) in [(m.sender, 0), (m.receiver, i64::from(r.count_unread))] {
+            match unread
+                .iter_mut()
+                .find(|(c, u, _, _)| *c == m.chat_id && *u == user)
+            {
+                Some((_, _, at, count)) => {
+                    *at = ms(m.created_at);
+                    *count += n;
+                }
+                None => unread.push((m.chat_id, user, ms(m.created_at), n)),
+            }
+        }
+        let entry = FeedEntry {
+            kind: "message",
+            chat: message.chat_id,
+            message: Some(message.id),
+            actor: Some(message.sender),
+            up_to: Some(message.sequence_number),
+            at: message.created_at,
+        };
+        feed.push((message.sender, entry));
+        feed.push((message.receiver, entry));
+        stored_now[i] = Some(message);
+    }
+    if !rows.id.is_empty() {
+        let expected = rows.id.len();
+        let inserted: Vec<Uuid> = rows
+            .bind(sqlx::query_scalar(sql::INSERT_MESSAGES))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(backend_err)?;
+        if inserted.len() != expected {
+            return Ok(None); // another node stored one of these keys meanwhile
+        }
+        let (mut chat, mut user, mut at, mut count) = (vec![], vec![], vec![], vec![]);
+        for (c, u, t, n) in unread {
+            chat.push(c);
+            user.push(u);
+            at.push(t);
+            count.push(n);
+        }
+        sqlx::query(sql::TOUCH_MEMBERS_MANY)
+            .bind(chat)
+            .bind(user)
+            .bind(at)
+            .bind(count)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend_err)?;
+        push_changes(tx, feed).await?;
+    }
+
+    let mut answers = Vec::with_capacity(batch.len());
+    for (i, plan) in plans.into_iter().enumerate() {
+        answers.push(match plan {
+            Plan::Answer(answer) => *answer,
+            Plan::RepeatOf(j) => match &stored_now[j] {
+                Some(first) => duplicate(first.clone(), &batch[i].msg),
+                None => Err(StoreError::Backend("send not written".into())),
+            },
+            Plan::Store => match stored_now[i].clone() {
+                Some(message) => Ok(Sent {
+                    message,
+                    duplicate: false,
+                }),
+                None => Err(StoreError::Backend("send not written".into())),
+            },
+        });
+    }
+    Ok(Some(answers))
+}
+
+/// A batch's new messages as the columns of [`sql::INSERT_MESSAGES`].
+struct MessageRows<'a> {
+    id: Vec<Uuid>,
+    chat: Vec<Uuid>,
+    seq: Vec<i64>,
+    sender: Vec<Uuid>,
+    receiver: Vec<Uuid>,
+    cipher: Vec<&'a [u8]>,
+    iv: Vec<&'a [u8]>,
+    signature: Vec<&'a [u8]>,
+    sender_id_key: Vec<&'a [u8]>,
+    sender_signing_key: Vec<&'a [u8]>,
+    receiver_id_key: Vec<&'a [u8]>,
+    client_timestamp: Vec<OffsetDateTime>,
+    temp: Vec<&'a str>,
+    created_at: Vec<OffsetDateTime>,
+    counts_unread: Vec<bool>,
+}
+
+impl<'a> MessageRows<'a> {
+    fn with_capacity(n: usize) -> Self {
+        MessageRows {
+            id: Vec::with_capacity(n),
+            chat: Vec::with_capacity(n),
+            seq: Vec::with_capacity(n),
+            sender: Vec::with_capacity(n),
+            receiver: Vec::with_capacity(n),
+            cipher: Vec::with_capacity(n),
+            iv: Vec::with_capacity(n),
+            signature: Vec::with_capacity(n),
+            sender_id_key: Vec::with_capacity(n),
+            sender_signing_key: Vec::with_capacity(n),
+            receiver_id_key: Vec::with_capacity(n),
+            client_timestamp: Vec::with_capacity(n),
+            temp: Vec::with_capacity(n),
+            created_at: Vec::with_capacity(n),
+            counts_unread: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, m: &'a NewMessage, seq: i64, counts_unread: bool) {
+        self.id.push(m.id);
+        self.chat.push(m.chat_id);
+        self.seq.push(seq);
+        self.sender.push(m.sender);
+        self.receiver.push(m.receiver);
+        self.cipher.push(&m.cipher);
+        self.iv.push(&m.iv);
+        self.signature.push(&m.signature);
+        self.sender_id_key.push(&m.sender_public_id_key);
+        self.sender_signing_key.push(&m.sender_public_signing_key);
+        self.receiver_id_key.push(&m.receiver_public_id_key);
+        self.client_timestamp.push(ms(m.client_timestamp));
+        self.temp.push(&m.temp_message_id);
+        self.created_at.push(ms(m.created_at));
+        self.counts_unread.push(counts_unread);
+    }
+
+    fn bind<'q, O>(
+        self,
+        q: sqlx::query::QueryScalar<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::QueryScalar<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>
+    where
+        'a: 'q,
+    {
+        q.bind(self.id)
+            .bind(self.chat)
+            .bind(self.seq)
+            .bind(self.sender)
+            .bind(self.receiver)
+            .bind(self.cipher)
+            .bind(self.iv)
+            .bind(self.signature)
+            .bind(self.sender_id_key)
+            .bind(self.sender_signing_key)
+            .bind(self.receiver_id_key)
+            .bind(self.client_timestamp)
+            .bind(self.temp)
+            .bind(self.created_at)
+            .bind(self.counts_unread)
+    }
+}
+
+/// Writes a batch of sends one send at a time, in one transaction (the fallback of
+/// [`send_batch`]).
 ///
 /// Locks are taken in the order every writer uses, so batches on several nodes wait for each
 /// other but never deadlock: the sends run by chat id (a stable sort, so each chat's sends keep
 /// their queue order and sequence numbers), each taking its chat's row, then the users' rows
 /// for every feed entry of the batch, in id order.
-async fn send_batch(pool: PgPool, batch: Vec<SendRequest>) -> Result<Vec<Result<Sent>>> {
+async fn send_batch_each(pool: PgPool, batch: Vec<SendRequest>) -> Result<Vec<Result<Sent>>> {
     let mut order: Vec<usize> = (0..batch.len()).collect();
     order.sort_by_key(|&i| batch[i].msg.chat_id);
     let mut answers: Vec<Option<Result<Sent>>> = batch.iter().map(|_| None).collect();
@@ -495,53 +876,77 @@ async fn send_batch(pool: PgPool, batch: Vec<SendRequest>) -> Result<Vec<Result<
         .collect())
 }
 
-/// Marks a batch of messages delivered in one transaction and commits once. `None` for a
-/// message that was not `me`'s to mark or was delivered already (also earlier in this batch).
-/// Message rows are locked in id order and feeds in user order, so that batches of several
-/// nodes cannot deadlock on each other.
+/// Marks a batch of messages delivered in one transaction and commits once, in a fixed number
+/// of statements whatever the batch's size. `None` for a message that was not `me`'s to mark or
+/// was delivered already (also earlier in this batch: the first receipt queued for a message
+/// marks it). The message rows are locked in id order and then the feeds' users in id order,
+/// as every writer takes them, so that batches of several nodes cannot deadlock on each other.
 async fn delivery_batch(
     pool: PgPool,
     batch: Vec<DeliveryRequest>,
 ) -> Result<Vec<Result<Option<DeliveredReceipt>>>> {
-    let mut order: Vec<usize> = (0..batch.len()).collect();
-    order.sort_by_key(|&i| batch[i].message);
-    let mut answers: Vec<Result<Option<DeliveredReceipt>>> =
-        batch.iter().map(|_| Ok(None)).collect();
-    let mut feed = Vec::new();
+    // The first receipt of each message, in queue order; later ones answer `None`.
+    let mut firsts: Vec<usize> = Vec::with_capacity(batch.len());
+    for (i, r) in batch.iter().enumerate() {
+        if !firsts.iter().any(|&j| batch[j].message == r.message) {
+            firsts.push(i);
+        }
+    }
+    let ids: Vec<Uuid> = firsts.iter().map(|&i| batch[i].message).collect();
+    let (mut mes, mut ats) = (Vec::with_capacity(ids.len()), Vec::with_capacity(ids.len()));
+    for &i in &firsts {
+        mes.push(batch[i].me);
+        ats.push(ms(batch[i].at));
+    }
     let mut tx = pool.begin().await.map_err(backend_err)?;
-    for i in order {
-        let DeliveryRequest { me, message, at } = batch[i];
-        let changed = sqlx::query(sql::MARK_DELIVERED)
-            .bind(message)
-            .bind(me)
-            .bind(ms(at))
-            .fetch_optional(&mut *tx)
+    if ids.len() > 1 {
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        sqlx::query(sql::LOCK_MESSAGES)
+            .bind(&sorted)
+            .execute(&mut *tx)
             .await
             .map_err(backend_err)?;
-        let Some(row) = changed else { continue };
-        let chat_id: Uuid = get(&row, "chat_id")?;
-        let seq: i64 = get(&row, "seq")?;
-        let sender: Uuid = get(&row, "sender_id")?;
+    }
+    let marked: Vec<(Uuid, Uuid, i64, Uuid)> = sqlx::query_as(sql::MARK_DELIVERED_MANY)
+        .bind(&ids)
+        .bind(&mes)
+        .bind(&ats)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(backend_err)?;
+    let mut answers: Vec<Result<Option<DeliveredReceipt>>> =
+        batch.iter().map(|_| Ok(None)).collect();
+    let mut feed = Vec::with_capacity(marked.len());
+    let by_id: HashMap<Uuid, (Uuid, i64, Uuid)> = marked
+        .into_iter()
+        .map(|(id, chat, seq, sender)| (id, (chat, seq, sender)))
+        .collect();
+    for i in firsts {
+        let DeliveryRequest { me, message, at } = batch[i];
+        let Some(&(chat_id, seq, sender)) = by_id.get(&message) else {
+            continue;
+        };
+        let at = ms(at);
         let entry = FeedEntry {
             kind: "delivered",
             chat: chat_id,
             message: Some(message),
             actor: Some(me),
             up_to: Some(seq),
-            at: ms(at),
+            at,
         };
-        feed.push((i, sender, entry));
+        // Queue order: each sender's feed gets the receipts in the order they came.
+        feed.push((sender, entry));
         answers[i] = Ok(Some(DeliveredReceipt {
             message_id: message,
             chat_id,
             sequence_number: seq,
-            delivered_at: ms(at),
+            delivered_at: at,
             changed: true,
         }));
     }
-    // Each sender's feed gets the receipts in the order they were queued.
-    feed.sort_by_key(|(i, _, _)| *i);
-    push_changes(&mut tx, feed.into_iter().map(|(_, u, e)| (u, e)).collect()).await?;
+    push_changes(&mut tx, feed).await?;
     tx.commit().await.map_err(backend_err)?;
     Ok(answers)
 }

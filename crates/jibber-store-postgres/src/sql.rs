@@ -190,6 +190,46 @@ pub const INSERT_MESSAGE: &str = "INSERT INTO messages (id, chat_id, seq, sender
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
      ON CONFLICT (sender_id, temp_message_id) DO NOTHING";
 
+/// The messages already stored for the keys `($1[i], $2[i])` (sender, tempMessageId): the
+/// repeats of a batch of sends, found in one statement.
+pub const MESSAGES_BY_TEMP_IDS: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    " FROM messages m JOIN UNNEST($1::uuid[], $2::text[]) AS k(sender, temp) \
+     ON m.sender_id = k.sender AND m.temp_message_id = k.temp"
+);
+
+/// The members of the chats `$1` (`uuid[]`), each with the other member.
+pub const MEMBERS_OF_CHATS: &str =
+    "SELECT chat_id, user_id, other_id FROM chat_members WHERE chat_id = ANY($1)";
+
+/// Locks the chats `$1` (`uuid[]`), in id order: every writer takes chats' rows in this order
+/// (`NO KEY UPDATE`, as [`LOCK_USERS`]).
+pub const LOCK_CHATS: &str = "SELECT 1 FROM chats WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE";
+
+/// Takes `$2[i]` sequence numbers in chat `$1[i]` (locked already when there are several,
+/// [`LOCK_CHATS`]) and sets its `updated_at` to `$3[i]`; returns each chat's next number after
+/// them.
+pub const TAKE_SEQS: &str = "UPDATE chats c SET next_seq = c.next_seq + v.n, updated_at = v.at \
+     FROM UNNEST($1::uuid[], $2::int8[], $3::timestamptz[]) AS v(id, n, at) WHERE c.id = v.id \
+     RETURNING c.id, c.next_seq";
+
+/// The messages of a batch, one row per element of the arrays; returns the ids it stored (a
+/// key stored meanwhile by another node is skipped).
+pub const INSERT_MESSAGES: &str = "INSERT INTO messages (id, chat_id, seq, sender_id, receiver_id, cipher, iv, signature, \
+     sender_public_id_key, sender_public_signing_key, receiver_public_id_key, client_timestamp, \
+     temp_message_id, created_at, counts_unread) \
+     SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::int8[], $4::uuid[], $5::uuid[], $6::bytea[], \
+     $7::bytea[], $8::bytea[], $9::bytea[], $10::bytea[], $11::bytea[], $12::timestamptz[], \
+     $13::text[], $14::timestamptz[], $15::bool[]) \
+     ON CONFLICT (sender_id, temp_message_id) DO NOTHING RETURNING id";
+
+/// Moves member `$2[i]` of chat `$1[i]` to activity `$3[i]` and adds `$4[i]` unread messages.
+pub const TOUCH_MEMBERS_MANY: &str = "UPDATE chat_members m SET last_activity = v.at, \
+     unread_count = m.unread_count + v.unread \
+     FROM UNNEST($1::uuid[], $2::uuid[], $3::timestamptz[], $4::int8[]) AS v(chat_id, user_id, at, unread) \
+     WHERE m.chat_id = v.chat_id AND m.user_id = v.user_id";
+
 /// Gives back the number [`NEXT_SEQ`] took, when the send turned out to be a repeat. Only the
 /// transaction holding the chat's row lock runs it, so no later number was taken.
 pub const GIVE_SEQ_BACK: &str = "UPDATE chats SET next_seq = next_seq - 1 WHERE id = $1";
@@ -214,6 +254,18 @@ pub const SINCE: &str = concat!(
 pub const MARK_DELIVERED: &str = "UPDATE messages SET status = 'delivered', delivered_at = $3 \
      WHERE id = $1 AND receiver_id = $2 AND status = 'sent' RETURNING chat_id, seq, sender_id";
 
+/// Locks the messages `$1` (`uuid[]`, sorted), in id order (`NO KEY UPDATE`, as
+/// [`LOCK_USERS`]).
+pub const LOCK_MESSAGES: &str =
+    "SELECT 1 FROM messages WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE";
+
+/// [`MARK_DELIVERED`] for many: message `$1[i]` by its receiver `$2[i]` at `$3[i]` (each
+/// message once in the arrays); returns the messages it marked.
+pub const MARK_DELIVERED_MANY: &str = "UPDATE messages m SET status = 'delivered', delivered_at = v.at \
+     FROM UNNEST($1::uuid[], $2::uuid[], $3::timestamptz[]) AS v(id, receiver, at) \
+     WHERE m.id = v.id AND m.receiver_id = v.receiver AND m.status = 'sent' \
+     RETURNING m.id, m.chat_id, m.seq, m.sender_id";
+
 pub const MARK_READ: &str = "UPDATE messages SET status = 'read', read_at = $4, \
      delivered_at = coalesce(delivered_at, $4) \
      WHERE chat_id = $1 AND receiver_id = $2 AND seq <= $3 AND status <> 'read'";
@@ -229,11 +281,22 @@ pub const RECOUNT_UNREAD: &str = "UPDATE chat_members SET \
 
 /// Takes the user's next `$2` feed cursors; returns the last. The row lock orders the user's
 /// feed writers by commit, so a reader never sees cursor n+1 before n.
-pub const BUMP_CHANGE_SEQ: &str =
-    "UPDATE users SET change_seq = change_seq + $2 WHERE id = $1 RETURNING change_seq";
+/// Locks the users `$1` (`uuid[]`), in id order: every writer takes users' rows in this order.
+/// `NO KEY UPDATE`, the lock an `UPDATE` of the counter takes anyway: it does not conflict with
+/// the `KEY SHARE` locks that inserting a message takes on its sender and receiver (foreign
+/// keys), where `FOR UPDATE` would, and deadlocked a send batch with a receipt batch.
+pub const LOCK_USERS: &str = "SELECT 1 FROM users WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE";
 
-pub const INSERT_CHANGE: &str = "INSERT INTO user_changes (user_id, seq, kind, chat_id, message_id, actor_id, up_to_seq, at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+/// Moves the feed counter of each user `$1[i]` on by `$2[i]` (the rows locked already when
+/// there are several, [`LOCK_USERS`]); returns each user's last cursor.
+pub const BUMP_CHANGE_SEQS: &str = "UPDATE users u SET change_seq = u.change_seq + v.n \
+     FROM UNNEST($1::uuid[], $2::int8[]) AS v(id, n) WHERE u.id = v.id \
+     RETURNING u.id, u.change_seq";
+
+/// Feed entries, one row per element of the arrays.
+pub const INSERT_CHANGES: &str = "INSERT INTO user_changes (user_id, seq, kind, chat_id, message_id, actor_id, up_to_seq, at) \
+     SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::text[], $4::uuid[], $5::uuid[], $6::uuid[], \
+     $7::int8[], $8::timestamptz[])";
 
 pub const FEED: &str = "SELECT seq, kind, chat_id, message_id, actor_id, up_to_seq, at FROM user_changes \
      WHERE user_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
@@ -265,7 +328,15 @@ pub fn hot_queries() -> Vec<(&'static str, &'static str)> {
         ("other_member_for_update", OTHER_MEMBER_FOR_UPDATE),
         ("next_seq", NEXT_SEQ),
         ("touch_members", TOUCH_MEMBERS),
-        ("bump_change_seq", BUMP_CHANGE_SEQ),
+        ("lock_users", LOCK_USERS),
+        ("messages_by_temp_ids", MESSAGES_BY_TEMP_IDS),
+        ("members_of_chats", MEMBERS_OF_CHATS),
+        ("lock_chats", LOCK_CHATS),
+        ("lock_messages", LOCK_MESSAGES),
+        ("mark_delivered_many", MARK_DELIVERED_MANY),
+        ("take_seqs", TAKE_SEQS),
+        ("touch_members_many", TOUCH_MEMBERS_MANY),
+        ("bump_change_seqs", BUMP_CHANGE_SEQS),
         ("revoke_family", REVOKE_FAMILY),
         ("chat_by_pair", CHAT_BY_PAIR),
     ]

@@ -180,7 +180,7 @@ async fn losing_duplicate_gives_its_sequence_number_back() {
                 "SELECT count(*) FROM pg_stat_activity \
                  WHERE datname = current_database() AND wait_event_type = 'Lock' AND query = $1",
             )
-            .bind(sql::NEXT_SEQ)
+            .bind(sql::TAKE_SEQS)
             .fetch_one(nodes[2].pool())
             .await
             .expect("activity");
