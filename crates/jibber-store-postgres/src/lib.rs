@@ -885,10 +885,15 @@ async fn delivery_batch(
     pool: PgPool,
     batch: Vec<DeliveryRequest>,
 ) -> Result<Vec<Result<Option<DeliveredReceipt>>>> {
-    // The first receipt of each message, in queue order; later ones answer `None`.
+    // The first receipt of each (message, device owner), in queue order; a repeat answers
+    // `None`. Receipts for one message by different users all go in: only its receiver's can
+    // match.
     let mut firsts: Vec<usize> = Vec::with_capacity(batch.len());
     for (i, r) in batch.iter().enumerate() {
-        if !firsts.iter().any(|&j| batch[j].message == r.message) {
+        if !firsts
+            .iter()
+            .any(|&j| batch[j].message == r.message && batch[j].me == r.me)
+        {
             firsts.push(i);
         }
     }
@@ -899,16 +904,17 @@ async fn delivery_batch(
         ats.push(ms(batch[i].at));
     }
     let mut tx = pool.begin().await.map_err(backend_err)?;
-    if ids.len() > 1 {
-        let mut sorted = ids.clone();
-        sorted.sort_unstable();
+    let mut sorted = ids.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    if sorted.len() > 1 {
         sqlx::query(sql::LOCK_MESSAGES)
             .bind(&sorted)
             .execute(&mut *tx)
             .await
             .map_err(backend_err)?;
     }
-    let marked: Vec<(Uuid, Uuid, i64, Uuid)> = sqlx::query_as(sql::MARK_DELIVERED_MANY)
+    let marked: Vec<(Uuid, Uuid, i64, Uuid, Uuid)> = sqlx::query_as(sql::MARK_DELIVERED_MANY)
         .bind(&ids)
         .bind(&mes)
         .bind(&ats)
@@ -918,15 +924,18 @@ async fn delivery_batch(
     let mut answers: Vec<Result<Option<DeliveredReceipt>>> =
         batch.iter().map(|_| Ok(None)).collect();
     let mut feed = Vec::with_capacity(marked.len());
-    let by_id: HashMap<Uuid, (Uuid, i64, Uuid)> = marked
+    let by_id: HashMap<Uuid, (Uuid, i64, Uuid, Uuid)> = marked
         .into_iter()
-        .map(|(id, chat, seq, sender)| (id, (chat, seq, sender)))
+        .map(|(id, chat, seq, sender, receiver)| (id, (chat, seq, sender, receiver)))
         .collect();
     for i in firsts {
         let DeliveryRequest { me, message, at } = batch[i];
-        let Some(&(chat_id, seq, sender)) = by_id.get(&message) else {
+        let Some(&(chat_id, seq, sender, receiver)) = by_id.get(&message) else {
             continue;
         };
+        if receiver != me {
+            continue; // not this user's to mark; the receiver's receipt in the batch did
+        }
         let at = ms(at);
         let entry = FeedEntry {
             kind: "delivered",

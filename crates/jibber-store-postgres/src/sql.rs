@@ -259,12 +259,13 @@ pub const MARK_DELIVERED: &str = "UPDATE messages SET status = 'delivered', deli
 pub const LOCK_MESSAGES: &str =
     "SELECT 1 FROM messages WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE";
 
-/// [`MARK_DELIVERED`] for many: message `$1[i]` by its receiver `$2[i]` at `$3[i]` (each
-/// message once in the arrays); returns the messages it marked.
+/// [`MARK_DELIVERED`] for many: message `$1[i]` by its receiver `$2[i]` at `$3[i]` (each pair
+/// once in the arrays; a message may come with several users, of whom only its receiver
+/// matches); returns the messages it marked, with their receiver.
 pub const MARK_DELIVERED_MANY: &str = "UPDATE messages m SET status = 'delivered', delivered_at = v.at \
      FROM UNNEST($1::uuid[], $2::uuid[], $3::timestamptz[]) AS v(id, receiver, at) \
      WHERE m.id = v.id AND m.receiver_id = v.receiver AND m.status = 'sent' \
-     RETURNING m.id, m.chat_id, m.seq, m.sender_id";
+     RETURNING m.id, m.chat_id, m.seq, m.sender_id, m.receiver_id";
 
 pub const MARK_READ: &str = "UPDATE messages SET status = 'read', read_at = $4, \
      delivered_at = coalesce(delivered_at, $4) \
