@@ -1672,9 +1672,82 @@ impl Store for PgStore {
     }
 }
 
+// The integration tests' helpers (a fresh schema per test) name this crate by its name.
+#[cfg(test)]
+extern crate self as jibber_store_postgres;
+
+#[cfg(test)]
+#[path = "../tests/common/mod.rs"]
+mod test_schema;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use jibber_store::testsuite::{message, user};
+    use jibber_store::util::now_ms;
+
+    /// One batch with two receipts for the same message, the sender's queued first: only the
+    /// receiver's marks it, and the sender's answers `None`. (A first version of the set-based
+    /// batch kept one receipt per message and dropped the receiver's; the suite caught it only
+    /// when its concurrent receipts happened to meet in a batch this way.)
+    #[tokio::test]
+    async fn a_batch_marks_the_receivers_receipt_whoever_is_queued_first() {
+        let store = test_schema::fresh().await;
+        let (a, b) = (user(&store, "rcpt_a").await, user(&store, "rcpt_b").await);
+        let chat = store
+            .create_or_get_chat(a, b, Uuid::now_v7(), now_ms())
+            .await
+            .expect("chat")
+            .chat
+            .id;
+        let sent = store
+            .send_message(message(chat, a, b, "r1"), true)
+            .await
+            .expect("send")
+            .message;
+        let receipt = |me| DeliveryRequest {
+            me,
+            message: sent.id,
+            at: now_ms(),
+        };
+        let answers = delivery_batch(
+            store.pool().clone(),
+            vec![receipt(a), receipt(b), receipt(b)],
+        )
+        .await
+        .expect("batch");
+        assert!(
+            matches!(answers[0], Ok(None)),
+            "the sender's: {:?}",
+            answers[0]
+        );
+        let marked = match &answers[1] {
+            Ok(Some(r)) => r,
+            other => panic!("the receiver's receipt did not mark it: {other:?}"),
+        };
+        assert_eq!(
+            (marked.message_id, marked.sequence_number),
+            (sent.id, sent.sequence_number)
+        );
+        assert!(
+            matches!(answers[2], Ok(None)),
+            "the repeat: {:?}",
+            answers[2]
+        );
+        let stored = store.message_for(a, sent.id).await.expect("message");
+        assert_eq!(
+            stored.delivery_status,
+            jibber_proto::api::DeliveryStatus::Delivered
+        );
+        let delivered = store
+            .changes_since(a, 0, 100)
+            .await
+            .expect("feed")
+            .into_iter()
+            .filter(|c| matches!(c, jibber_proto::api::Change::Delivered { .. }))
+            .count();
+        assert_eq!(delivered, 1, "one delivered entry in the sender's feed");
+    }
 
     #[test]
     fn urls_are_redacted() {
