@@ -1683,7 +1683,7 @@ mod test_schema;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jibber_store::testsuite::{message, user};
+    use jibber_store::testsuite::{chat, message, user};
     use jibber_store::util::now_ms;
 
     /// One batch with two receipts for the same message, the sender's queued first: only the
@@ -1694,12 +1694,7 @@ mod tests {
     async fn a_batch_marks_the_receivers_receipt_whoever_is_queued_first() {
         let store = test_schema::fresh().await;
         let (a, b) = (user(&store, "rcpt_a").await, user(&store, "rcpt_b").await);
-        let chat = store
-            .create_or_get_chat(a, b, Uuid::now_v7(), now_ms())
-            .await
-            .expect("chat")
-            .chat
-            .id;
+        let chat = chat(&store, a, b).await;
         let sent = store
             .send_message(message(chat, a, b, "r1"), true)
             .await

@@ -5,8 +5,7 @@
 use jibber_proto::api::Change;
 use jibber_store::Store;
 use jibber_store::batch::SendRequest;
-use jibber_store::testsuite::{message, user};
-use jibber_store::util::now_ms;
+use jibber_store::testsuite::{chat, message, user};
 use jibber_store_sqlite::{SqliteConfig, SqliteStore, sql};
 use uuid::Uuid;
 
@@ -27,13 +26,6 @@ async fn open() -> SqliteStore {
     )))
     .await
     .expect("open")
-}
-
-async fn chat(store: &SqliteStore, a: Uuid, b: Uuid) -> Uuid {
-    let created = store
-        .create_or_get_chat(a, b, Uuid::now_v7(), now_ms())
-        .await;
-    created.expect("chat").chat.id
 }
 
 async fn count(store: &SqliteStore, table: &str) -> i64 {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jibber_store::Store;
-use jibber_store::testsuite::{message, user};
+use jibber_store::testsuite::{chat, message, user};
 use jibber_store::util::now_ms;
 use jibber_store_sqlite::{SqliteConfig, SqliteStore};
 use tokio::task::JoinSet;
@@ -32,12 +32,7 @@ async fn sends_read_marks_and_new_chats_interleave() {
         .expect("open"),
     );
     let (a, b) = (user(&*store, "alice").await, user(&*store, "bob").await);
-    let chat = store
-        .create_or_get_chat(a, b, Uuid::now_v7(), now_ms())
-        .await
-        .expect("chat")
-        .chat
-        .id;
+    let chat = chat(&*store, a, b).await;
 
     let work = async {
         let mut tasks = JoinSet::new();

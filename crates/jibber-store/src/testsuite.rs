@@ -53,7 +53,8 @@ pub fn message(chat: Uuid, sender: Uuid, receiver: Uuid, temp: &str) -> NewMessa
     }
 }
 
-async fn chat(store: &dyn Store, a: Uuid, b: Uuid) -> Uuid {
+/// The chat of `a` and `b`, created if needed.
+pub async fn chat(store: &dyn Store, a: Uuid, b: Uuid) -> Uuid {
     store
         .create_or_get_chat(a, b, Uuid::now_v7(), now_ms())
         .await
