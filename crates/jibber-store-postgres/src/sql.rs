@@ -251,17 +251,14 @@ pub const SINCE: &str = concat!(
     " FROM messages m WHERE m.chat_id = $1 AND m.seq > $2 ORDER BY m.seq ASC LIMIT $3"
 );
 
-pub const MARK_DELIVERED: &str = "UPDATE messages SET status = 'delivered', delivered_at = $3 \
-     WHERE id = $1 AND receiver_id = $2 AND status = 'sent' RETURNING chat_id, seq, sender_id";
-
 /// Locks the messages `$1` (`uuid[]`, sorted), in id order (`NO KEY UPDATE`, as
 /// [`LOCK_USERS`]).
 pub const LOCK_MESSAGES: &str =
     "SELECT 1 FROM messages WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE";
 
-/// [`MARK_DELIVERED`] for many: message `$1[i]` by its receiver `$2[i]` at `$3[i]` (each pair
-/// once in the arrays; a message may come with several users, of whom only its receiver
-/// matches); returns the messages it marked, with their receiver.
+/// Marks message `$1[i]` delivered by its receiver `$2[i]` at `$3[i]`, once: only a message
+/// still `sent` changes (each pair once in the arrays; a message may come with several users,
+/// of whom only its receiver matches); returns the messages it marked, with their receiver.
 pub const MARK_DELIVERED_MANY: &str = "UPDATE messages m SET status = 'delivered', delivered_at = v.at \
      FROM UNNEST($1::uuid[], $2::uuid[], $3::timestamptz[]) AS v(id, receiver, at) \
      WHERE m.id = v.id AND m.receiver_id = v.receiver AND m.status = 'sent' \
@@ -280,16 +277,15 @@ pub const RECOUNT_UNREAD: &str = "UPDATE chat_members SET \
 
 // ------------------------------------------------------------------ change feed
 
-/// Takes the user's next `$2` feed cursors; returns the last. The row lock orders the user's
-/// feed writers by commit, so a reader never sees cursor n+1 before n.
 /// Locks the users `$1` (`uuid[]`), in id order: every writer takes users' rows in this order.
 /// `NO KEY UPDATE`, the lock an `UPDATE` of the counter takes anyway: it does not conflict with
 /// the `KEY SHARE` locks that inserting a message takes on its sender and receiver (foreign
 /// keys), where `FOR UPDATE` would, and deadlocked a send batch with a receipt batch.
 pub const LOCK_USERS: &str = "SELECT 1 FROM users WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE";
 
-/// Moves the feed counter of each user `$1[i]` on by `$2[i]` (the rows locked already when
-/// there are several, [`LOCK_USERS`]); returns each user's last cursor.
+/// Takes the next `$2[i]` feed cursors of each user `$1[i]` (the rows locked already when there
+/// are several, [`LOCK_USERS`]); returns each user's last. The row lock orders a user's feed
+/// writers by commit, so a reader never sees cursor n+1 before n.
 pub const BUMP_CHANGE_SEQS: &str = "UPDATE users u SET change_seq = u.change_seq + v.n \
      FROM UNNEST($1::uuid[], $2::int8[]) AS v(id, n) WHERE u.id = v.id \
      RETURNING u.id, u.change_seq";
@@ -315,7 +311,6 @@ pub fn hot_queries() -> Vec<(&'static str, &'static str)> {
         ("since", SINCE),
         ("mark_read", MARK_READ),
         ("recount_unread", RECOUNT_UNREAD),
-        ("mark_delivered", MARK_DELIVERED),
         ("feed", FEED),
         ("is_member", IS_MEMBER),
         ("chat_peers", CHAT_PEERS),
