@@ -32,7 +32,7 @@
 //! message between the two; nobody else can hold a lock on a new row, so mark-read's
 //! chat_members-then-messages order does not form a cycle with it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -558,17 +558,19 @@ async fn send_batch_set(
         .iter()
         .map(|r| r.msg.temp_message_id.as_str())
         .collect();
-    let mut stored = HashMap::new();
-    for row in sqlx::query(sql::MESSAGES_BY_TEMP_IDS)
+    let found = sqlx::query(sql::MESSAGES_BY_TEMP_IDS)
         .bind(&senders)
         .bind(&temps)
         .fetch_all(&mut *tx)
         .await
         .map_err(backend_err)?
-    {
-        let message = message_from_row(&row, "")?;
-        stored.insert((message.sender, message.temp_message_id.clone()), message);
-    }
+        .iter()
+        .map(|row| message_from_row(row, ""))
+        .collect::<Result<Vec<Message>>>()?;
+    let stored: HashMap<(Uuid, &str), &Message> = found
+        .iter()
+        .map(|m| ((m.sender, m.temp_message_id.as_str()), m))
+        .collect();
     let mut chats: Vec<Uuid> = batch.iter().map(|r| r.msg.chat_id).collect();
     chats.sort_unstable();
     chats.dedup();
@@ -588,7 +590,7 @@ async fn send_batch_set(
     for (i, r) in batch.iter().enumerate() {
         let m = &r.msg;
         let key = (m.sender, m.temp_message_id.as_str());
-        let plan = if let Some(message) = stored.get(&(m.sender, m.temp_message_id.clone())) {
+        let plan = if let Some(&message) = stored.get(&key) {
             Plan::Answer(Box::new(duplicate(message.clone(), m)))
         } else if let Some(&j) = first_of.get(&key) {
             Plan::RepeatOf(j)
@@ -607,25 +609,23 @@ async fn send_batch_set(
         plans.push(plan);
     }
 
-    // The chats' numbers: how many each takes, and the time of its last send.
-    let mut taken: Vec<(Uuid, i64, OffsetDateTime)> = Vec::new();
+    // The chats' numbers, by chat id (the lock order): how many each takes, and the time of its
+    // last send.
+    let mut taken: BTreeMap<Uuid, (i64, OffsetDateTime)> = BTreeMap::new();
     for (r, _) in batch
         .iter()
         .zip(&plans)
         .filter(|(_, p)| matches!(p, Plan::Store))
     {
-        match taken.iter_mut().find(|(c, _, _)| *c == r.msg.chat_id) {
-            Some((_, n, at)) => {
-                *n += 1;
-                *at = ms(r.msg.created_at);
-            }
-            None => taken.push((r.msg.chat_id, 1, ms(r.msg.created_at))),
-        }
+        let t = taken
+            .entry(r.msg.chat_id)
+            .or_insert((0, ms(r.msg.created_at)));
+        t.0 += 1;
+        t.1 = ms(r.msg.created_at);
     }
     let mut next: HashMap<Uuid, i64> = HashMap::new();
     if !taken.is_empty() {
-        taken.sort_by_key(|(c, _, _)| *c);
-        let ids: Vec<Uuid> = taken.iter().map(|t| t.0).collect();
+        let ids: Vec<Uuid> = taken.keys().copied().collect();
         if ids.len() > 1 {
             sqlx::query(sql::LOCK_CHATS)
                 .bind(&ids)
@@ -633,8 +633,8 @@ async fn send_batch_set(
                 .await
                 .map_err(backend_err)?;
         }
-        let counts: Vec<i64> = taken.iter().map(|t| t.1).collect();
-        let ats: Vec<OffsetDateTime> = taken.iter().map(|t| t.2).collect();
+        let counts: Vec<i64> = taken.values().map(|t| t.0).collect();
+        let ats: Vec<OffsetDateTime> = taken.values().map(|t| t.1).collect();
         let after: Vec<(Uuid, i64)> = sqlx::query_as(sql::TAKE_SEQS)
             .bind(&ids)
             .bind(&counts)
@@ -648,10 +648,8 @@ async fn send_batch_set(
         // The rows come back in no particular order: each chat's first number is its next one
         // less what it took.
         for (chat, after_taking) in after {
-            let n = taken
-                .iter()
-                .find(|t| t.0 == chat)
-                .map(|t| t.1)
+            let (n, _) = taken
+                .get(&chat)
                 .ok_or_else(|| StoreError::Backend(format!("chat {chat} took no numbers")))?;
             next.insert(chat, after_taking - n);
         }
@@ -660,7 +658,8 @@ async fn send_batch_set(
     // The messages, with their numbers, in queue order.
     let mut stored_now: Vec<Option<Message>> = vec![None; batch.len()];
     let mut rows = MessageRows::with_capacity(batch.len());
-    let mut unread: Vec<(Uuid, Uuid, OffsetDateTime, i64)> = Vec::new();
+    // Each member of a chat the batch stored in: its new activity, and its new unread messages.
+    let mut touched: BTreeMap<(Uuid, Uuid), (OffsetDateTime, i64)> = BTreeMap::new();
     let mut feed = Vec::new();
     for (i, (r, plan)) in batch.iter().zip(&plans).enumerate() {
         if !matches!(plan, Plan::Store) {
@@ -674,16 +673,11 @@ async fn send_batch_set(
         let message = m.clone().stored(*seq);
         *seq += 1;
         for (user, n) in [(m.sender, 0), (m.receiver, i64::from(r.count_unread))] {
-            match unread
-                .iter_mut()
-                .find(|(c, u, _, _)| *c == m.chat_id && *u == user)
-            {
-                Some((_, _, at, count)) => {
-                    *at = ms(m.created_at);
-                    *count += n;
-                }
-                None => unread.push((m.chat_id, user, ms(m.created_at), n)),
-            }
+            let t = touched
+                .entry((m.chat_id, user))
+                .or_insert((message.created_at, 0));
+            t.0 = message.created_at;
+            t.1 += n;
         }
         let entry = FeedEntry {
             kind: "message",
@@ -708,7 +702,7 @@ async fn send_batch_set(
             return Ok(None); // another node stored one of these keys meanwhile
         }
         let (mut chat, mut user, mut at, mut count) = (vec![], vec![], vec![], vec![]);
-        for (c, u, t, n) in unread {
+        for ((c, u), (t, n)) in touched {
             chat.push(c);
             user.push(u);
             at.push(t);
@@ -725,15 +719,17 @@ async fn send_batch_set(
         push_changes(tx, feed).await?;
     }
 
+    // Last to first: a repeat (always after its first send) copies the first's message before
+    // the first takes it.
     let mut answers = Vec::with_capacity(batch.len());
-    for (i, plan) in plans.into_iter().enumerate() {
+    for (i, plan) in plans.into_iter().enumerate().rev() {
         answers.push(match plan {
             Plan::Answer(answer) => *answer,
             Plan::RepeatOf(j) => match &stored_now[j] {
                 Some(first) => duplicate(first.clone(), &batch[i].msg),
                 None => Err(StoreError::Backend("send not written".into())),
             },
-            Plan::Store => match stored_now[i].clone() {
+            Plan::Store => match stored_now[i].take() {
                 Some(message) => Ok(Sent {
                     message,
                     duplicate: false,
@@ -742,6 +738,7 @@ async fn send_batch_set(
             },
         });
     }
+    answers.reverse();
     Ok(Some(answers))
 }
 
