@@ -16,7 +16,7 @@
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
-use jibber_store::Result;
+use jibber_store::{Result, StoreError};
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnection, SqlitePool};
 use sqlx::{Sqlite, Transaction};
@@ -42,21 +42,28 @@ impl Writer {
         }
     }
 
-    /// Takes the write lock alone (the batch writer, which has a connection of its own).
-    pub(crate) async fn lock(&self) -> Held {
-        self.lock.clone().lock_owned().await
+    /// Takes the write lock alone (the batch writer, which has a connection of its own). Waits
+    /// at most the pool's acquire timeout, as a wait for the pool's connection did: a writer
+    /// stuck behind another gets [`StoreError::Unavailable`] instead of waiting forever.
+    pub(crate) async fn lock(&self) -> Result<Held> {
+        let wait = self.pool.options().get_acquire_timeout();
+        tokio::time::timeout(wait, self.lock.clone().lock_owned())
+            .await
+            .map_err(|_| {
+                StoreError::Unavailable(format!("the write lock was not free within {wait:?}"))
+            })
     }
 
     /// The writer connection, for statements that commit on their own.
     pub(crate) async fn conn(&self) -> Result<WriteConn> {
-        let lock = self.lock().await;
+        let lock = self.lock().await?;
         let conn = self.pool.acquire().await.map_err(backend_err)?;
         Ok(WriteConn { conn, _lock: lock })
     }
 
     /// A transaction on the writer connection; dropping it uncommitted rolls it back.
     pub(crate) async fn begin(&self) -> Result<WriteTx> {
-        let lock = self.lock().await;
+        let lock = self.lock().await?;
         let tx = self.pool.begin().await.map_err(backend_err)?;
         Ok(WriteTx { tx, _lock: lock })
     }
@@ -117,8 +124,14 @@ mod tests {
     use super::*;
 
     async fn writer() -> Writer {
+        writer_waiting(std::time::Duration::from_secs(5)).await
+    }
+
+    /// A writer whose lock is waited for at most `wait` (the pool's acquire timeout).
+    async fn writer_waiting(wait: std::time::Duration) -> Writer {
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
+            .acquire_timeout(wait)
             .connect("sqlite::memory:")
             .await
             .expect("pool");
@@ -157,7 +170,7 @@ mod tests {
         drop(conn);
         assert!(free(&w));
 
-        let batch = w.lock().await;
+        let batch = w.lock().await.expect("lock");
         let queued = tokio::spawn({
             let w = w.clone();
             async move { w.conn().await.map(|_| ()) }
@@ -169,5 +182,17 @@ mod tests {
             .await
             .expect("task")
             .expect("the statement got the connection");
+    }
+
+    #[tokio::test]
+    async fn a_writer_waits_for_the_lock_no_longer_than_the_acquire_timeout() {
+        let w = writer_waiting(std::time::Duration::from_millis(50)).await;
+        let _batch = w.lock().await.expect("lock");
+        match w.conn().await {
+            Err(StoreError::Unavailable(_)) => {}
+            Err(e) => panic!("expected Unavailable, got {e}"),
+            Ok(_) => panic!("the statement got the lock while a batch held it"),
+        }
+        assert!(matches!(w.lock().await, Err(StoreError::Unavailable(_))));
     }
 }

@@ -158,7 +158,7 @@ impl BatchWriter {
         T: Send + 'static,
         F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T> + Send + 'static,
     {
-        let _gate = self.gate.lock().await;
+        let _gate = self.gate.lock().await?;
         let (conn, checkpoints) = (self.conn.clone(), self.checkpoints.clone());
         tokio::task::spawn_blocking(move || {
             // A panic mid-batch rolled its transaction back when it unwound: the connection
