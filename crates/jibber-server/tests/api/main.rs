@@ -14,4 +14,5 @@ mod ops;
 mod postgres;
 mod realtime;
 mod sio;
+mod test_client;
 mod web;

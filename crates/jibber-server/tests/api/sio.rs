@@ -33,11 +33,16 @@ impl Device {
     /// Connects with an access token and waits until the server has registered the socket
     /// (its `onlineUsers` greeting).
     pub async fn connect(app: &TestApp, token: &str, transport: TransportType) -> Device {
+        Device::connect_to(&app.base, json!({ "token": token }), transport).await
+    }
+
+    /// Like [`Device::connect`], to any Socket.IO server at `base`, with this `auth` object.
+    pub async fn connect_to(base: &str, auth: Value, transport: TransportType) -> Device {
         let (tx, rx) = mpsc::unbounded_channel();
         let errors = tx.clone();
-        let client = ClientBuilder::new(app.base.clone())
+        let client = ClientBuilder::new(base.to_owned())
             .transport_type(transport)
-            .auth(json!({ "token": token }))
+            .auth(auth)
             .reconnect(false)
             .on_any(move |event: Event, payload: Payload, _client: Client| {
                 let tx = tx.clone();
