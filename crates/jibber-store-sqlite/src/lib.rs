@@ -30,6 +30,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 mod checkpoint;
+pub mod page_cache;
 mod reader;
 pub mod sql;
 mod wal_vfs;
@@ -242,6 +243,10 @@ const MAX_WRITE_BATCH: usize = 1024;
 impl SqliteStore {
     /// Opens (creating if needed) the database and runs the migrations.
     pub async fn open(config: &SqliteConfig) -> Result<Self> {
+        // Before the first connection: SQLite takes a page cache only until it initializes.
+        if !page_cache::install() {
+            tracing::debug!("SQLite was initialized before the store opened: default page cache");
+        }
         let opts = SqliteConnectOptions::from_str(&config.url)
             .map_err(backend_err)?
             .create_if_missing(true)
