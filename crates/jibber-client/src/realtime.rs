@@ -437,22 +437,34 @@ impl Shared {
     }
 
     /// An outbox entry is stored on the server: removes it and tells the application `Sent`,
-    /// once, whichever comes first of its acknowledgement and its appearance in a catch-up.
-    /// False when the entry was not (or no longer) in the outbox.
+    /// once, whichever comes first of its acknowledgement, its `messageSent` and its appearance
+    /// in a catch-up. False when the entry was not (or no longer) in the outbox.
+    ///
+    /// Both steps run in a task of their own, awaited here: the caller may be cut off between
+    /// them (a lost connection aborts the task that reads the socket, as a server killed right
+    /// after `messageSent` does), and an entry gone from the outbox whose `Sent` was never told
+    /// would be lost to the application for good (its file no longer holds it to resend).
     async fn settle(&self, chat_id: Uuid, temp_id: &str, message_id: Uuid, sequence: i64) -> bool {
-        if !matches!(self.outbox.remove(temp_id).await, Ok(true)) {
-            return false;
-        }
-        self.emit(Event::State {
-            chat_id,
-            temp_id: temp_id.to_owned(),
-            state: MessageState::Sent {
-                message_id,
-                sequence,
-            },
-        })
-        .await;
-        true
+        let (outbox, events, temp_id) =
+            (self.outbox.clone(), self.events.clone(), temp_id.to_owned());
+        let settle = tokio::spawn(async move {
+            if !matches!(outbox.remove(&temp_id).await, Ok(true)) {
+                return false;
+            }
+            // The application dropped its stream: nothing to tell.
+            let _ = events
+                .send(Event::State {
+                    chat_id,
+                    temp_id,
+                    state: MessageState::Sent {
+                        message_id,
+                        sequence,
+                    },
+                })
+                .await;
+            true
+        });
+        settle.await.unwrap_or(false)
     }
 
     /// Records that the server stored a message of this device.
