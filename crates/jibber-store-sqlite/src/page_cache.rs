@@ -51,6 +51,7 @@ struct Methods(ffi::sqlite3_pcache_methods2);
 unsafe impl Send for Methods {}
 // SAFETY: as above.
 unsafe impl Sync for Methods {}
+
 /// Whether [`install`] replaced SQLite's cache in this process.
 static INSTALLED: OnceLock<bool> = OnceLock::new();
 static FORWARDED: AtomicU64 = AtomicU64::new(0);
