@@ -19,6 +19,9 @@
 //!   and in sequence order per chat: a message whose predecessor is missing makes the client
 //!   fetch the gap first (`GET /messages/{chat}/sync`). A received message is acknowledged
 //!   (live) or marked delivered over REST (caught up), which the sender sees as `Delivered`.
+//!   A message is shown only once it could be opened or refused for good: when the peer's keys
+//!   cannot be read now (the server or the network failed), it is neither shown nor
+//!   acknowledged, the connection is re-made, and its catch-up hands the message over again.
 //! - **Cache.** Chats and peers' public keys are cached; the server stays the source of truth
 //!   ([`Client::chats`] asks it whenever it is reachable).
 //! - **Trusted keys.** A contact's keys are trusted when first seen (docs/crypto.md §7.2) and
@@ -331,30 +334,44 @@ impl Shared {
         }
     }
 
-    /// Decrypts a message; a key mismatch re-reads the peer's keys once (they may have rotated).
-    async fn decrypt(&self, m: &Message) -> Result<String, String> {
+    /// Opens a message; a key mismatch re-reads the peer's keys once (they may have rotated).
+    /// `Ok(Err(reason))`: the message cannot be opened (a bad signature, unknown keys), for good.
+    /// `Err`: the peer's keys could not be read now (the server or the network failed; see
+    /// [`ClientError::is_transient`]): trying again later can succeed.
+    async fn open(&self, m: &Message) -> Result<Result<String, String>, ClientError> {
         let peer_id = if m.sender == self.me() {
             m.receiver
         } else {
             m.sender
         };
-        let first = match self.peer(peer_id, false).await {
-            Ok(_) => self.session.decrypt_known(m, &self.known_keys(peer_id)),
-            Err(e) => return Err(e.to_string()),
+        let peer = |fresh| async move {
+            match self.peer(peer_id, fresh).await {
+                Ok(p) => Ok(Ok(p)),
+                Err(e) if e.is_transient() => Err(e),
+                Err(e) => Ok(Err(e.to_string())),
+            }
         };
-        match first {
+        if let Err(reason) = peer(false).await? {
+            return Ok(Err(reason));
+        }
+        match self.session.decrypt_known(m, &self.known_keys(peer_id)) {
             // The keys may have changed: read them again (a change is told to the application).
             Err(ClientError::Crypto { source }) if source.code() == "KEY_MISMATCH" => {
-                match self.peer(peer_id, true).await {
+                Ok(match peer(true).await? {
                     Ok(peer) => self
                         .session
                         .decrypt_known(m, &self.known_keys(peer.id))
                         .map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                }
+                    Err(reason) => Err(reason),
+                })
             }
-            other => other.map_err(|e| e.to_string()),
+            other => Ok(other.map_err(|e| e.to_string())),
         }
+    }
+
+    /// [`Shared::open`] for display: a failure to reach the server is a reason too.
+    async fn decrypt(&self, m: &Message) -> Result<String, String> {
+        self.open(m).await.unwrap_or_else(|e| Err(e.to_string()))
     }
 
     /// Hands messages of one chat to the application in order, once each; fetches a gap first.
@@ -374,7 +391,7 @@ impl Shared {
                         break;
                     };
                     for fetched in page {
-                        self.apply(fetched, true).await;
+                        self.apply(fetched, true).await?;
                     }
                     if last >= m.sequence_number {
                         break;
@@ -383,47 +400,63 @@ impl Shared {
                 }
                 // If the server had nothing more, the message itself still comes next.
             }
-            self.apply(m, caught_up).await;
+            self.apply(m, caught_up).await?;
         }
         Ok(())
     }
 
     /// Applies one message if it is the next of its chat.
-    async fn apply(&self, m: Message, caught_up: bool) {
+    ///
+    /// A message whose peer's keys cannot be read now (the server went away between handing
+    /// it over and this read) is not applied: the error ends the connection, and the catch-up
+    /// after the reconnect hands it over again (it stays on the server, unacknowledged). Showing
+    /// it as unreadable instead would lose a good message for good.
+    async fn apply(&self, m: Message, caught_up: bool) -> Result<(), ClientError> {
+        let chat = m.chat_id;
         let own_here = {
             let mut cache = self.cache();
-            let track = cache.tracks.entry(m.chat_id).or_default();
+            let track = cache.tracks.entry(chat).or_default();
             if m.sequence_number != track.applied + 1 {
-                return;
+                return Ok(());
             }
-            track.applied = m.sequence_number;
             let own_here = track.own.remove(&m.sequence_number).is_some();
-            track.advance();
+            if own_here {
+                track.applied = m.sequence_number;
+                track.advance();
+            }
             own_here
         };
         if own_here {
-            self.save_applied(m.chat_id).await;
-            return;
+            self.save_applied(chat).await;
+            return Ok(());
         }
-        let chat = m.chat_id;
         // This device's own message whose acknowledgement was lost (the connection broke after
         // the server stored it): seeing it stored is the acknowledgement, not a new message.
-        if m.sender == self.me()
+        let text = if m.sender == self.me()
             && self
                 .settle(m.chat_id, &m.temp_message_id, m.id, m.sequence_number)
                 .await
         {
-            self.save_applied(chat).await;
-            return;
+            None
+        } else {
+            Some(self.open(&m).await?)
+        };
+        {
+            let mut cache = self.cache();
+            let track = cache.tracks.entry(chat).or_default();
+            track.applied = track.applied.max(m.sequence_number);
+            track.advance();
         }
-        let text = self.decrypt(&m).await;
-        self.emit(Event::Message(Box::new(Received {
-            message: m,
-            text,
-            caught_up,
-        })))
-        .await;
+        if let Some(text) = text {
+            self.emit(Event::Message(Box::new(Received {
+                message: m,
+                text,
+                caught_up,
+            })))
+            .await;
+        }
         self.save_applied(chat).await;
+        Ok(())
     }
 
     /// Keeps how far a chat reached the application in the outbox file: a restarted client

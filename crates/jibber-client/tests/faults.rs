@@ -323,6 +323,83 @@ async fn cut_mid_ack_over_long_polling_loses_and_doubles_nothing() {
     assert_acks_lost(&proxy);
 }
 
+/// Bob's client was restarted (it trusts alice's keys from its file, but has not read her profile
+/// in this run) and the server goes away just as alice's message arrives: every read of her
+/// profile fails. The message must not be shown as unreadable (it is fine; only the server was
+/// gone): the client shows nothing until the profile can be read, then the message, opened,
+/// once.
+#[tokio::test]
+async fn a_message_is_shown_once_its_sender_can_be_read_not_as_unreadable_before() {
+    let s = TestServer::start(&[]).await;
+    let proxy = Proxy::start(&s.base).await;
+    let alice = user(&s.base, "alice").await;
+    let bob_id = user(&proxy.base, "bob").await.user().id;
+    let bob_public = alice.user_profile(bob_id).await.expect("profile");
+    let chat = alice.open_chat(bob_id).await.expect("chat").id;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = || Options {
+        outbox: Some(dir.path().join("bob.outbox")),
+        backoff_min: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(200),
+        ..Options::default()
+    };
+    // The first run learns the chat (and alice's keys) in its catch-up and keeps its cursor.
+    let (first, rx) = Client::start(session(&proxy.base, "bob").await, opts())
+        .await
+        .expect("client starts");
+    let log = Log::collect(rx, WAIT);
+    log.wait("online", |es| es.iter().any(is_online)).await;
+    first.shutdown().await;
+
+    // Every read of a profile fails from now on, until disarmed.
+    proxy.arm_times(Fault::ProfileRead, usize::MAX);
+    let (client, rx) = Client::start(session(&proxy.base, "bob").await, opts())
+        .await
+        .expect("client restarts");
+    let log = Log::collect(rx, WAIT);
+    log.wait("online", |es| es.iter().any(is_online)).await;
+    alice
+        .send_text(chat, &bob_public, "hello bob", "profile-gone-1")
+        .await
+        .expect("alice sends");
+    // The live message, then at least one catch-up after the reconnect, each failed to read her.
+    proxy.wait_fired(2, WAIT).await;
+    let shown = |events: &[Event]| -> Vec<(i64, Result<String, String>)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Message(r) => Some((r.message.sequence_number, r.text.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(
+        shown(&log.snapshot()),
+        [],
+        "nothing is shown while the sender's keys cannot be read"
+    );
+    proxy.disarm();
+    log.wait("the message", |es| !shown(es).is_empty()).await;
+    // It comes in a catch-up (the connection is re-made for it), which ends before the client
+    // is online again; the catch-up marks it delivered first.
+    log.wait("online after the message", |es| {
+        es.iter()
+            .skip_while(|e| !matches!(e, Event::Message(_)))
+            .any(is_online)
+    })
+    .await;
+    assert_eq!(
+        shown(&log.snapshot()),
+        [(1, Ok("hello bob".to_owned()))],
+        "shown once, opened"
+    );
+    let stored = alice.messages_since(chat, 0).await.expect("history");
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].delivery_status, DeliveryStatus::Delivered);
+    client.shutdown().await;
+    s.stop().await;
+}
+
 /// Runs tests/node/upgrade-faults.mjs (the official `socket.io-client`, polling then upgrade)
 /// through the proxy with `fault` armed for its first `CUTS` upgrades; returns the script's
 /// counts. The script itself checks that nothing was lost or doubled.

@@ -49,6 +49,9 @@ pub enum Fault {
     /// The upgrade request passes, the server's `3probe` answer is dropped and that connection
     /// cut.
     UpgradeAfterProbe,
+    /// A client asks for a user's public profile (`GET /api/v1/users/<id>`, not `/users/me`): the
+    /// request is dropped and that connection cut, as if the server went away just then.
+    ProfileRead,
 }
 
 /// What passed through the proxy, as counted by it.
@@ -173,6 +176,11 @@ impl Proxy {
         *self.shared.armed.lock().unwrap_or_else(|e| e.into_inner()) = Some((fault, times));
     }
 
+    /// Disarms whatever fault is armed.
+    pub fn disarm(&self) {
+        *self.shared.armed.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
     /// How many faults fired so far.
     pub fn fired(&self) -> usize {
         *self.shared.fired.borrow()
@@ -255,6 +263,12 @@ fn client_chunk(shared: &Shared, chunk: &[u8], upgrade: &AtomicBool) -> Verdict 
                 all: true,
             };
         }
+    }
+    if chunk.starts_with(b"GET /api/v1/users/")
+        && !chunk.starts_with(b"GET /api/v1/users/me")
+        && shared.take(Fault::ProfileRead)
+    {
+        return Verdict::CutAfter { n: 0, all: false };
     }
     if chunk.starts_with(b"GET /socket.io/") && contains(chunk, b"transport=websocket&sid=") {
         shared.counters.upgrades.fetch_add(1, Ordering::SeqCst);
