@@ -7,12 +7,13 @@ use std::future::Future;
 use std::sync::Arc;
 
 use jibber_proto::ErrorCode;
-use jibber_proto::api::SendMessageRequest;
+use jibber_proto::api::{DeliveredReceipt, ReadReceipt, SendMessageRequest, SendMessageResponse};
 use jibber_proto::events::{
     self, Ack, EventError, MarkDelivered, MarkRead, OnlineUsers, RefreshToken, SetActiveChat,
     Typing,
 };
 use jibber_store::util::now_ms;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -26,7 +27,7 @@ use crate::service;
 use crate::state::AppState;
 
 /// Runs one event: rate limit, parse, handle, acknowledge.
-async fn handle<T, F, Fut>(
+async fn handle<T, D, F, Fut>(
     state: AppState,
     socket: SocketRef,
     event: &'static str,
@@ -35,8 +36,9 @@ async fn handle<T, F, Fut>(
     f: F,
 ) where
     T: DeserializeOwned,
+    D: Serialize,
     F: FnOnce(AppState, SocketRef, Arc<Session>, T) -> Fut,
-    Fut: Future<Output = ApiResult<Value>>,
+    Fut: Future<Output = ApiResult<D>>,
 {
     let Some(session) = session(&socket) else {
         return;
@@ -212,12 +214,12 @@ async fn send_message(
     socket: SocketRef,
     session: Arc<Session>,
     req: SendMessageRequest,
-) -> ApiResult<Value> {
+) -> ApiResult<SendMessageResponse> {
     let chat = req
         .chat_id
         .ok_or_else(|| ApiError::validation("chatId: required"))?;
     let sent = service::send_message(&state, session.user, chat, req, Some(socket.id)).await?;
-    Ok(serde_json::to_value(service::ack_of(&sent)).expect("an acknowledgement serializes"))
+    Ok(service::ack_of(&sent))
 }
 
 async fn mark_delivered(
@@ -225,9 +227,8 @@ async fn mark_delivered(
     _socket: SocketRef,
     session: Arc<Session>,
     p: MarkDelivered,
-) -> ApiResult<Value> {
-    let receipt = service::mark_delivered(&state, session.user, p.message_id).await?;
-    Ok(serde_json::to_value(receipt).expect("a receipt serializes"))
+) -> ApiResult<DeliveredReceipt> {
+    service::mark_delivered(&state, session.user, p.message_id).await
 }
 
 async fn mark_read(
@@ -235,7 +236,7 @@ async fn mark_read(
     _socket: SocketRef,
     session: Arc<Session>,
     p: MarkRead,
-) -> ApiResult<Value> {
+) -> ApiResult<ReadReceipt> {
     let (chat, up_to) = match (p.chat_id, p.up_to_sequence, p.message_id) {
         (Some(chat), Some(up_to), None) => (chat, up_to),
         (None, None, Some(id)) => {
@@ -255,8 +256,7 @@ async fn mark_read(
             ));
         }
     };
-    let receipt = service::mark_read(&state, session.user, chat, up_to).await?;
-    Ok(serde_json::to_value(receipt).expect("a receipt serializes"))
+    service::mark_read(&state, session.user, chat, up_to).await
 }
 
 async fn set_active_chat(

@@ -152,6 +152,11 @@ pub fn to_users<T: Serialize + ?Sized>(
     except: Option<Sid>,
 ) {
     emit_local(state, users, event, data, except);
+    relay_emit(state, users, event, data);
+}
+
+/// The other nodes' part of [`to_users`]: they emit to their devices of `users`.
+fn relay_emit<T: Serialize + ?Sized>(state: &AppState, users: &[Uuid], event: &str, data: &T) {
     if state.realtime.cluster.is_enabled() {
         match serde_json::to_value(data) {
             Ok(data) => relay(
@@ -184,11 +189,19 @@ pub fn to_user<T: Serialize + ?Sized>(
 pub fn message_stored(state: &AppState, sent: &Sent, origin: Option<Sid>) {
     let m = &sent.message;
     let ack = crate::service::ack_of(sent);
-    to_user(state, m.sender, events::MESSAGE_SENT, &ack, None);
+    // The sender's devices are looked up once for both events.
+    let senders = sockets_of(state, m.sender);
+    for socket in &senders {
+        emit_to_socket(socket, events::MESSAGE_SENT, &ack);
+    }
+    relay_emit(state, &[m.sender], events::MESSAGE_SENT, &ack);
     if sent.duplicate {
         return;
     }
-    to_user(state, m.sender, events::RECEIVED_MESSAGE, m, origin);
+    for socket in senders.iter().filter(|s| Some(s.id) != origin) {
+        emit_to_socket(socket, events::RECEIVED_MESSAGE, m);
+    }
+    relay_emit(state, &[m.sender], events::RECEIVED_MESSAGE, m);
     deliver_local(state, m);
     // Only a cluster needs the copy (a single node skips cloning the message's seven buffers).
     if state.realtime.cluster.is_enabled() {
