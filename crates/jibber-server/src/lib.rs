@@ -84,6 +84,9 @@ impl App {
     /// Opens storage, loads or creates secrets, and wires the routes.
     pub async fn build(settings: Settings) -> anyhow::Result<App> {
         let secrets = secrets::load(&settings)?;
+        // Before the store: its query timers take their histograms from the recorder installed
+        // at their first use (jibber_store::query_timer!).
+        let metrics = telemetry::metrics_handle();
         let store = open_store(&settings).await?;
         let opaque = auth::opaque::parse_server_setup(secrets.opaque_setup.expose_secret())
             .map_err(|_| anyhow::anyhow!("the OPAQUE server setup is invalid"))?;
@@ -99,7 +102,7 @@ impl App {
             opaque,
             auth_limits,
             realtime,
-            metrics: telemetry::metrics_handle(),
+            metrics,
             started: Instant::now(),
             shutting_down: AtomicBool::new(false),
             sockets: AtomicU64::new(0),

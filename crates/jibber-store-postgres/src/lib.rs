@@ -35,7 +35,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use jibber_proto::api::{
@@ -43,6 +43,7 @@ use jibber_proto::api::{
 };
 use jibber_store::batch::{DeliveryRequest, GroupCommit, MAX_BATCH, SendRequest};
 use jibber_store::feed::{self, FeedRow};
+use jibber_store::query_timer;
 use jibber_store::util::{from_ms, like_escape, to_ms};
 use jibber_store::{
     ChatCursor, ChatForUser, NewMessage, NewRefreshToken, NewUser, PendingLogin, QueuedSend,
@@ -188,28 +189,6 @@ fn unique_violation(e: &sqlx::Error) -> Option<&str> {
 /// written and the chat-list cursor (milliseconds) compares exactly.
 fn ms(t: OffsetDateTime) -> OffsetDateTime {
     from_ms(to_ms(t))
-}
-
-/// Times a store operation into the `jibber_db_query_duration_seconds` histogram.
-struct Timer {
-    op: &'static str,
-    start: Instant,
-}
-
-impl Timer {
-    fn start(op: &'static str) -> Self {
-        Timer {
-            op,
-            start: Instant::now(),
-        }
-    }
-}
-
-impl Drop for Timer {
-    fn drop(&mut self) {
-        metrics::histogram!("jibber_db_query_duration_seconds", "op" => self.op, "backend" => "postgres")
-            .record(self.start.elapsed().as_secs_f64());
-    }
 }
 
 /// Decodes a row of [`sql::FEED`].
@@ -1060,7 +1039,7 @@ impl Store for PgStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        let _t = Timer::start("ping");
+        let _t = query_timer!("postgres", "ping");
         sqlx::query("SELECT 1")
             .execute(&self.pool)
             .await
@@ -1073,7 +1052,7 @@ impl Store for PgStore {
     }
 
     async fn create_user(&self, u: NewUser) -> Result<UserRecord> {
-        let _t = Timer::start("create_user");
+        let _t = query_timer!("postgres", "create_user");
         let created_at = ms(u.created_at);
         let res = sqlx::query(sql::INSERT_USER)
             .bind(u.id)
@@ -1113,7 +1092,7 @@ impl Store for PgStore {
     }
 
     async fn user_by_username(&self, username: &str) -> Result<Option<UserRecord>> {
-        let _t = Timer::start("user_by_username");
+        let _t = query_timer!("postgres", "user_by_username");
         let row = sqlx::query(sql::USER_BY_USERNAME)
             .bind(username.to_lowercase())
             .fetch_optional(&self.pool)
@@ -1123,7 +1102,7 @@ impl Store for PgStore {
     }
 
     async fn user_by_id(&self, id: Uuid) -> Result<Option<UserRecord>> {
-        let _t = Timer::start("user_by_id");
+        let _t = query_timer!("postgres", "user_by_id");
         let row = sqlx::query(sql::USER_BY_ID)
             .bind(id)
             .fetch_optional(&self.pool)
@@ -1133,7 +1112,7 @@ impl Store for PgStore {
     }
 
     async fn list_users(&self, limit: u32, offset: u64) -> Result<Vec<UserRecord>> {
-        let _t = Timer::start("list_users");
+        let _t = query_timer!("postgres", "list_users");
         let rows = sqlx::query(sql::LIST_USERS)
             .bind(i64::from(limit))
             .bind(i64::try_from(offset).unwrap_or(i64::MAX))
@@ -1150,7 +1129,7 @@ impl Store for PgStore {
         public_signing_key: Vec<u8>,
         key_bundle: Vec<u8>,
     ) -> Result<()> {
-        let _t = Timer::start("rotate_keys");
+        let _t = query_timer!("postgres", "rotate_keys");
         let done = sqlx::query(sql::ROTATE_KEYS)
             .bind(user)
             .bind(public_id_key)
@@ -1172,7 +1151,7 @@ impl Store for PgStore {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<PublicUser>> {
-        let _t = Timer::start("contacts");
+        let _t = query_timer!("postgres", "contacts");
         let pattern = search
             .filter(|s| !s.is_empty())
             .map(|s| format!("%{}%", like_escape(&s.to_lowercase())));
@@ -1188,7 +1167,7 @@ impl Store for PgStore {
     }
 
     async fn set_last_seen(&self, user: Uuid, at: OffsetDateTime) -> Result<()> {
-        let _t = Timer::start("set_last_seen");
+        let _t = query_timer!("postgres", "set_last_seen");
         sqlx::query(sql::SET_LAST_SEEN)
             .bind(user)
             .bind(ms(at))
@@ -1199,7 +1178,7 @@ impl Store for PgStore {
     }
 
     async fn put_pending_login(&self, login: PendingLogin) -> Result<()> {
-        let _t = Timer::start("put_pending_login");
+        let _t = query_timer!("postgres", "put_pending_login");
         sqlx::query(sql::INSERT_PENDING_LOGIN)
             .bind(login.id)
             .bind(login.user_id)
@@ -1216,7 +1195,7 @@ impl Store for PgStore {
         id: Uuid,
         now: OffsetDateTime,
     ) -> Result<Option<PendingLogin>> {
-        let _t = Timer::start("take_pending_login");
+        let _t = query_timer!("postgres", "take_pending_login");
         let row = sqlx::query(sql::TAKE_PENDING_LOGIN)
             .bind(id)
             .fetch_optional(&self.pool)
@@ -1233,7 +1212,7 @@ impl Store for PgStore {
     }
 
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64> {
-        let _t = Timer::start("purge_expired");
+        let _t = query_timer!("postgres", "purge_expired");
         let now = ms(now);
         let a = sqlx::query(sql::PURGE_PENDING_LOGINS)
             .bind(now)
@@ -1249,7 +1228,7 @@ impl Store for PgStore {
     }
 
     async fn insert_refresh_token(&self, t: NewRefreshToken) -> Result<()> {
-        let _t = Timer::start("insert_refresh_token");
+        let _t = query_timer!("postgres", "insert_refresh_token");
         sqlx::query(sql::INSERT_REFRESH)
             .bind(t.id)
             .bind(t.user_id)
@@ -1269,7 +1248,7 @@ impl Store for PgStore {
         next: NewRefreshToken,
         now: OffsetDateTime,
     ) -> Result<RefreshCheck> {
-        let _t = Timer::start("rotate_refresh_token");
+        let _t = query_timer!("postgres", "rotate_refresh_token");
         let now = ms(now);
         let mut tx = self.begin().await?;
         // Spend the token only if it is live; a concurrent second use waits for the row lock,
@@ -1325,7 +1304,7 @@ impl Store for PgStore {
         hash: [u8; 32],
         now: OffsetDateTime,
     ) -> Result<RefreshCheck> {
-        let _t = Timer::start("check_refresh_token");
+        let _t = query_timer!("postgres", "check_refresh_token");
         let row = sqlx::query(sql::REFRESH_BY_HASH)
             .bind(hash.as_slice())
             .fetch_optional(&self.pool)
@@ -1350,7 +1329,7 @@ impl Store for PgStore {
     }
 
     async fn revoke_refresh_family(&self, hash: [u8; 32], now: OffsetDateTime) -> Result<bool> {
-        let _t = Timer::start("revoke_refresh_family");
+        let _t = query_timer!("postgres", "revoke_refresh_family");
         let mut tx = self.begin().await?;
         let row = sqlx::query(sql::REFRESH_BY_HASH)
             .bind(hash.as_slice())
@@ -1377,7 +1356,7 @@ impl Store for PgStore {
         new_id: Uuid,
         now: OffsetDateTime,
     ) -> Result<ChatForUser> {
-        let _t = Timer::start("create_or_get_chat");
+        let _t = query_timer!("postgres", "create_or_get_chat");
         if me == other {
             return Err(StoreError::NotFound);
         }
@@ -1435,7 +1414,7 @@ impl Store for PgStore {
     }
 
     async fn chat_for(&self, me: Uuid, chat: Uuid) -> Result<Chat> {
-        let _t = Timer::start("chat_for");
+        let _t = query_timer!("postgres", "chat_for");
         let row = sqlx::query(sql::CHAT_ONE)
             .bind(me)
             .bind(chat)
@@ -1449,7 +1428,7 @@ impl Store for PgStore {
     }
 
     async fn chat_members(&self, me: Uuid, chat: Uuid) -> Result<(Uuid, Uuid)> {
-        let _t = Timer::start("chat_members");
+        let _t = query_timer!("postgres", "chat_members");
         let other: Option<Uuid> = sqlx::query_scalar(sql::OTHER_MEMBER)
             .bind(chat)
             .bind(me)
@@ -1460,7 +1439,7 @@ impl Store for PgStore {
     }
 
     async fn chat_peers(&self, me: Uuid) -> Result<Vec<Uuid>> {
-        let _t = Timer::start("chat_peers");
+        let _t = query_timer!("postgres", "chat_peers");
         sqlx::query_scalar(sql::CHAT_PEERS)
             .bind(me)
             .fetch_all(&self.pool)
@@ -1474,7 +1453,7 @@ impl Store for PgStore {
         after: Option<ChatCursor>,
         limit: u32,
     ) -> Result<Vec<Chat>> {
-        let _t = Timer::start("list_chats");
+        let _t = query_timer!("postgres", "list_chats");
         let query = match after {
             None => sqlx::query(sql::CHAT_LIST).bind(me).bind(i64::from(limit)),
             Some(c) => sqlx::query(sql::CHAT_LIST_AFTER)
@@ -1493,12 +1472,12 @@ impl Store for PgStore {
 
     async fn queue_message(&self, m: NewMessage, count_unread: bool) -> QueuedSend {
         self.sends
-            .queue_send(m, count_unread, Timer::start("send_message"))
+            .queue_send(m, count_unread, query_timer!("postgres", "send_message"))
             .await
     }
 
     async fn send_messages(&self, sends: Vec<SendRequest>) -> Vec<Result<Sent>> {
-        let _t = Timer::start("send_messages");
+        let _t = query_timer!("postgres", "send_messages");
         self.sends.submit_many(sends).await
     }
 
@@ -1509,7 +1488,7 @@ impl Store for PgStore {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<Message>> {
-        let _t = Timer::start("messages_before");
+        let _t = query_timer!("postgres", "messages_before");
         if !self.is_member(me, chat).await? {
             return Err(StoreError::NotFound);
         }
@@ -1535,7 +1514,7 @@ impl Store for PgStore {
         since: i64,
         limit: u32,
     ) -> Result<Vec<Message>> {
-        let _t = Timer::start("messages_since");
+        let _t = query_timer!("postgres", "messages_since");
         if !self.is_member(me, chat).await? {
             return Err(StoreError::NotFound);
         }
@@ -1550,7 +1529,7 @@ impl Store for PgStore {
     }
 
     async fn message_for(&self, me: Uuid, id: Uuid) -> Result<Message> {
-        let _t = Timer::start("message_for");
+        let _t = query_timer!("postgres", "message_for");
         let msg = self
             .messages_by_ids(&[id])
             .await?
@@ -1568,7 +1547,7 @@ impl Store for PgStore {
         message: Uuid,
         now: OffsetDateTime,
     ) -> Result<DeliveredReceipt> {
-        let _t = Timer::start("mark_delivered");
+        let _t = query_timer!("postgres", "mark_delivered");
         match self
             .deliveries
             .submit(DeliveryRequest {
@@ -1591,7 +1570,7 @@ impl Store for PgStore {
         up_to: i64,
         now: OffsetDateTime,
     ) -> Result<ReadReceipt> {
-        let _t = Timer::start("mark_read");
+        let _t = query_timer!("postgres", "mark_read");
         let now = ms(now);
         let mut tx = self.begin().await?;
         // Lock the reader's member row first: a send that already counted a message holds it
@@ -1642,7 +1621,7 @@ impl Store for PgStore {
     }
 
     async fn changes_since(&self, me: Uuid, since: i64, limit: u32) -> Result<Vec<Change>> {
-        let _t = Timer::start("changes_since");
+        let _t = query_timer!("postgres", "changes_since");
         let rows = sqlx::query(sql::FEED)
             .bind(me)
             .bind(since)

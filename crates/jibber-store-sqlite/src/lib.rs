@@ -10,12 +10,13 @@
 //! the very text the code runs.
 
 use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use jibber_proto::api::{Change, Chat, DeliveredReceipt, Message, PublicUser, ReadReceipt};
 use jibber_store::batch::{DeliveryRequest, GroupCommit, SendAnswer, SendRequest, Write, Written};
 use jibber_store::feed;
+use jibber_store::query_timer;
 use jibber_store::util::{from_ms, like_escape, to_ms};
 use jibber_store::{
     ChatCursor, ChatForUser, NewMessage, NewRefreshToken, NewUser, PendingLogin, QueuedSend,
@@ -100,28 +101,6 @@ fn backend_err(e: sqlx::Error) -> StoreError {
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
-}
-
-/// Times a store operation into the `jibber_db_query_duration_seconds` histogram.
-struct Timer {
-    op: &'static str,
-    start: Instant,
-}
-
-impl Timer {
-    fn start(op: &'static str) -> Self {
-        Timer {
-            op,
-            start: Instant::now(),
-        }
-    }
-}
-
-impl Drop for Timer {
-    fn drop(&mut self) {
-        metrics::histogram!("jibber_db_query_duration_seconds", "op" => self.op, "backend" => "sqlite")
-            .record(self.start.elapsed().as_secs_f64());
-    }
 }
 
 fn uuid_col(row: &SqliteRow, col: &str) -> Result<Uuid> {
@@ -387,7 +366,7 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        let _t = Timer::start("ping");
+        let _t = query_timer!("sqlite", "ping");
         sqlx::query("SELECT 1")
             .execute(&self.reader)
             .await
@@ -400,7 +379,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_user(&self, u: NewUser) -> Result<UserRecord> {
-        let _t = Timer::start("create_user");
+        let _t = query_timer!("sqlite", "create_user");
         let res = sqlx::query(sql::INSERT_USER)
             .bind(u.id.to_string())
             .bind(&u.username)
@@ -441,7 +420,7 @@ impl Store for SqliteStore {
     }
 
     async fn user_by_username(&self, username: &str) -> Result<Option<UserRecord>> {
-        let _t = Timer::start("user_by_username");
+        let _t = query_timer!("sqlite", "user_by_username");
         let row = sqlx::query(sql::USER_BY_USERNAME)
             .bind(username.to_lowercase())
             .fetch_optional(&self.reader)
@@ -451,7 +430,7 @@ impl Store for SqliteStore {
     }
 
     async fn user_by_id(&self, id: Uuid) -> Result<Option<UserRecord>> {
-        let _t = Timer::start("user_by_id");
+        let _t = query_timer!("sqlite", "user_by_id");
         let row = sqlx::query(sql::USER_BY_ID)
             .bind(id.to_string())
             .fetch_optional(&self.reader)
@@ -461,7 +440,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_users(&self, limit: u32, offset: u64) -> Result<Vec<UserRecord>> {
-        let _t = Timer::start("list_users");
+        let _t = query_timer!("sqlite", "list_users");
         let rows = sqlx::query("SELECT * FROM users ORDER BY username_lower LIMIT ?1 OFFSET ?2")
             .bind(i64::from(limit))
             .bind(i64::try_from(offset).unwrap_or(i64::MAX))
@@ -478,7 +457,7 @@ impl Store for SqliteStore {
         public_signing_key: Vec<u8>,
         key_bundle: Vec<u8>,
     ) -> Result<()> {
-        let _t = Timer::start("rotate_keys");
+        let _t = query_timer!("sqlite", "rotate_keys");
         let done = sqlx::query(
             "UPDATE users SET public_id_key = ?2, public_signing_key = ?3, key_bundle = ?4 WHERE id = ?1",
         )
@@ -502,7 +481,7 @@ impl Store for SqliteStore {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<PublicUser>> {
-        let _t = Timer::start("contacts");
+        let _t = query_timer!("sqlite", "contacts");
         let pattern = search
             .filter(|s| !s.is_empty())
             .map(|s| format!("%{}%", like_escape(&s.to_lowercase())));
@@ -518,7 +497,7 @@ impl Store for SqliteStore {
     }
 
     async fn set_last_seen(&self, user: Uuid, at: OffsetDateTime) -> Result<()> {
-        let _t = Timer::start("set_last_seen");
+        let _t = query_timer!("sqlite", "set_last_seen");
         sqlx::query("UPDATE users SET last_seen = ?2 WHERE id = ?1")
             .bind(user.to_string())
             .bind(to_ms(at))
@@ -529,7 +508,7 @@ impl Store for SqliteStore {
     }
 
     async fn put_pending_login(&self, login: PendingLogin) -> Result<()> {
-        let _t = Timer::start("put_pending_login");
+        let _t = query_timer!("sqlite", "put_pending_login");
         sqlx::query(
             "INSERT INTO pending_logins (id, user_id, state, expires_at) VALUES (?1, ?2, ?3, ?4)",
         )
@@ -548,7 +527,7 @@ impl Store for SqliteStore {
         id: Uuid,
         now: OffsetDateTime,
     ) -> Result<Option<PendingLogin>> {
-        let _t = Timer::start("take_pending_login");
+        let _t = query_timer!("sqlite", "take_pending_login");
         let row = sqlx::query(
             "DELETE FROM pending_logins WHERE id = ?1 RETURNING id, user_id, state, expires_at",
         )
@@ -567,7 +546,7 @@ impl Store for SqliteStore {
     }
 
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64> {
-        let _t = Timer::start("purge_expired");
+        let _t = query_timer!("sqlite", "purge_expired");
         let now = to_ms(now);
         let a = sqlx::query("DELETE FROM pending_logins WHERE expires_at <= ?1")
             .bind(now)
@@ -583,7 +562,7 @@ impl Store for SqliteStore {
     }
 
     async fn insert_refresh_token(&self, t: NewRefreshToken) -> Result<()> {
-        let _t = Timer::start("insert_refresh_token");
+        let _t = query_timer!("sqlite", "insert_refresh_token");
         sqlx::query(sql::INSERT_REFRESH)
             .bind(t.id.to_string())
             .bind(t.user_id.to_string())
@@ -603,7 +582,7 @@ impl Store for SqliteStore {
         next: NewRefreshToken,
         now: OffsetDateTime,
     ) -> Result<RefreshCheck> {
-        let _t = Timer::start("rotate_refresh_token");
+        let _t = query_timer!("sqlite", "rotate_refresh_token");
         let now_ms = to_ms(now);
         let mut tx = self.begin().await?;
         // Spend the token only if it is live; the WHERE makes a concurrent second use fail.
@@ -660,7 +639,7 @@ impl Store for SqliteStore {
         hash: [u8; 32],
         now: OffsetDateTime,
     ) -> Result<RefreshCheck> {
-        let _t = Timer::start("check_refresh_token");
+        let _t = query_timer!("sqlite", "check_refresh_token");
         let row = sqlx::query(sql::REFRESH_BY_HASH)
             .bind(hash.as_slice())
             .fetch_optional(&self.reader)
@@ -685,7 +664,7 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_refresh_family(&self, hash: [u8; 32], now: OffsetDateTime) -> Result<bool> {
-        let _t = Timer::start("revoke_refresh_family");
+        let _t = query_timer!("sqlite", "revoke_refresh_family");
         let mut tx = self.begin().await?;
         let family: Option<String> =
             sqlx::query_scalar("SELECT family_id FROM refresh_tokens WHERE token_hash = ?1")
@@ -713,7 +692,7 @@ impl Store for SqliteStore {
         new_id: Uuid,
         now: OffsetDateTime,
     ) -> Result<ChatForUser> {
-        let _t = Timer::start("create_or_get_chat");
+        let _t = query_timer!("sqlite", "create_or_get_chat");
         if me == other {
             return Err(StoreError::NotFound);
         }
@@ -777,7 +756,7 @@ impl Store for SqliteStore {
     }
 
     async fn chat_for(&self, me: Uuid, chat: Uuid) -> Result<Chat> {
-        let _t = Timer::start("chat_for");
+        let _t = query_timer!("sqlite", "chat_for");
         self.chats(me, reader::ChatFilter::Ids(vec![chat]), 1)
             .await?
             .pop()
@@ -785,7 +764,7 @@ impl Store for SqliteStore {
     }
 
     async fn chat_members(&self, me: Uuid, chat: Uuid) -> Result<(Uuid, Uuid)> {
-        let _t = Timer::start("chat_members");
+        let _t = query_timer!("sqlite", "chat_members");
         let other: Option<String> = sqlx::query_scalar(
             "SELECT other_id FROM chat_members WHERE chat_id = ?1 AND user_id = ?2",
         )
@@ -802,7 +781,7 @@ impl Store for SqliteStore {
     }
 
     async fn chat_peers(&self, me: Uuid) -> Result<Vec<Uuid>> {
-        let _t = Timer::start("chat_peers");
+        let _t = query_timer!("sqlite", "chat_peers");
         self.reads
             .run(move |conn| reader::chat_peers(conn, me))
             .await
@@ -814,7 +793,7 @@ impl Store for SqliteStore {
         after: Option<ChatCursor>,
         limit: u32,
     ) -> Result<Vec<Chat>> {
-        let _t = Timer::start("list_chats");
+        let _t = query_timer!("sqlite", "list_chats");
         let filter = match after {
             None => reader::ChatFilter::First,
             Some(c) => reader::ChatFilter::After(c.activity_ms, c.chat_id),
@@ -828,12 +807,12 @@ impl Store for SqliteStore {
 
     async fn queue_message(&self, m: NewMessage, count_unread: bool) -> QueuedSend {
         self.writes
-            .queue_send(m, count_unread, Timer::start("send_message"))
+            .queue_send(m, count_unread, query_timer!("sqlite", "send_message"))
             .await
     }
 
     async fn send_messages(&self, sends: Vec<SendRequest>) -> Vec<Result<Sent>> {
-        let _t = Timer::start("send_messages");
+        let _t = query_timer!("sqlite", "send_messages");
         self.writes
             .submit_many(sends.into_iter().map(Write::Send).collect())
             .await
@@ -849,7 +828,7 @@ impl Store for SqliteStore {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<Message>> {
-        let _t = Timer::start("messages_before");
+        let _t = query_timer!("sqlite", "messages_before");
         let before = before.unwrap_or(i64::MAX);
         self.reads
             .run(move |conn| reader::history(conn, me, chat, before, limit))
@@ -863,14 +842,14 @@ impl Store for SqliteStore {
         since: i64,
         limit: u32,
     ) -> Result<Vec<Message>> {
-        let _t = Timer::start("messages_since");
+        let _t = query_timer!("sqlite", "messages_since");
         self.reads
             .run(move |conn| reader::since(conn, me, chat, since, limit))
             .await
     }
 
     async fn message_for(&self, me: Uuid, id: Uuid) -> Result<Message> {
-        let _t = Timer::start("message_for");
+        let _t = query_timer!("sqlite", "message_for");
         let msg = self
             .messages_by_ids(vec![id.to_string()])
             .await?
@@ -888,7 +867,7 @@ impl Store for SqliteStore {
         message: Uuid,
         now: OffsetDateTime,
     ) -> Result<DeliveredReceipt> {
-        let _t = Timer::start("mark_delivered");
+        let _t = query_timer!("sqlite", "mark_delivered");
         match self
             .writes
             .submit(Write::Delivered(DeliveryRequest {
@@ -912,7 +891,7 @@ impl Store for SqliteStore {
         up_to: i64,
         now: OffsetDateTime,
     ) -> Result<ReadReceipt> {
-        let _t = Timer::start("mark_read");
+        let _t = query_timer!("sqlite", "mark_read");
         let now_ms = to_ms(now);
         let mut tx = self.begin().await?;
         let member: Option<(String, i64, i64)> = sqlx::query_as(sql::READ_FLOOR)
@@ -965,7 +944,7 @@ impl Store for SqliteStore {
     }
 
     async fn changes_since(&self, me: Uuid, since: i64, limit: u32) -> Result<Vec<Change>> {
-        let _t = Timer::start("changes_since");
+        let _t = query_timer!("sqlite", "changes_since");
         self.reads
             .run(move |conn| reader::changes_since(conn, me, since, limit))
             .await

@@ -30,6 +30,54 @@ pub fn like_escape(s: &str) -> String {
     out
 }
 
+/// Times a store operation into the `jibber_db_query_duration_seconds` histogram (labels `op`
+/// and `backend`) when dropped. Made by [`query_timer!`](crate::query_timer).
+pub struct QueryTimer {
+    histogram: &'static metrics::Histogram,
+    start: std::time::Instant,
+}
+
+impl QueryTimer {
+    pub fn new(histogram: &'static metrics::Histogram) -> Self {
+        QueryTimer {
+            histogram,
+            start: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Drop for QueryTimer {
+    fn drop(&mut self) {
+        self.histogram.record(self.start.elapsed().as_secs_f64());
+    }
+}
+
+/// The histogram handle a [`QueryTimer`] records into (callers need not depend on `metrics`).
+pub type QueryHistogram = metrics::Histogram;
+
+/// The `jibber_db_query_duration_seconds` histogram of one operation of one backend.
+pub fn query_histogram(backend: &'static str, op: &'static str) -> metrics::Histogram {
+    metrics::histogram!("jibber_db_query_duration_seconds", "op" => op, "backend" => backend)
+}
+
+/// A [`QueryTimer`] for the operation `$op` of the backend `$backend` (both string literals).
+///
+/// The histogram's handle is looked up once per call site and kept: a lookup in the recorder's
+/// registry (hashing the name and labels) on every record was ~3 % of the server's runtime
+/// thread in the relay (BENCHMARKS.md, session 19). The handle is taken from the recorder that
+/// is installed at the first use, so a process installs its recorder before it opens a store
+/// (`jibber_server::App::build` does); before that, or with none, the timer records nothing.
+#[macro_export]
+macro_rules! query_timer {
+    ($backend:literal, $op:literal) => {{
+        static HISTOGRAM: ::std::sync::OnceLock<$crate::util::QueryHistogram> =
+            ::std::sync::OnceLock::new();
+        $crate::util::QueryTimer::new(
+            HISTOGRAM.get_or_init(|| $crate::util::query_histogram($backend, $op)),
+        )
+    }};
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
