@@ -4,6 +4,7 @@ use jibber_proto::api::{DeliveredReceipt, ReadReceipt, SendMessageRequest, SendM
 use jibber_proto::{ErrorCode, IV_MAX, PUBLIC_KEY_MAX, SIGNATURE_MAX, TEMP_MESSAGE_ID_MAX};
 use jibber_store::util::now_ms;
 use jibber_store::{NewMessage, Sent, StoreError};
+use serde_json::value::RawValue;
 use socketioxide::socket::Sid;
 use uuid::Uuid;
 
@@ -84,6 +85,13 @@ pub fn new_message(
     })
 }
 
+/// A stored send: the message, and its acknowledgement as the JSON text that `messageSent`
+/// carried (a socket's acknowledgement repeats that text instead of serializing it again).
+pub struct Stored {
+    pub sent: Sent,
+    pub ack: Box<RawValue>,
+}
+
 /// Stores a message durably (or finds the first copy of a repeated send), then fans it out to
 /// the devices (`origin` is the sending socket, which gets the acknowledgement instead). The
 /// receiver's unread count rises only when none of their devices has the chat open.
@@ -93,7 +101,7 @@ pub async fn send_message(
     chat_id: Uuid,
     req: SendMessageRequest,
     origin: Option<Sid>,
-) -> ApiResult<Sent> {
+) -> ApiResult<Stored> {
     let mut msg = new_message(state.settings.max_message_bytes, sender, chat_id, req)?;
     // This chat's sends queue in the store one at a time and fan out in the same order, but
     // commit together (realtime/order.rs): devices get the chat's messages in order.
@@ -113,8 +121,12 @@ pub async fn send_message(
     })?;
     metrics::counter!("jibber_messages_total", "result" => if sent.duplicate { "duplicate" } else { "stored" })
         .increment(1);
-    notify::message_stored(state, &sent, origin);
-    Ok(sent)
+    // A failure here is not the store's: the message is stored, and a retried send finds it.
+    let ack = serde_json::value::to_raw_value(&ack_of(&sent)).map_err(|e| {
+        ApiError::internal(format_args!("the acknowledgement does not serialize: {e}"))
+    })?;
+    notify::message_stored(state, &sent, &ack, origin);
+    Ok(Stored { sent, ack })
 }
 
 /// The acknowledgement of a send (REST answer, socket ack and `messageSent`).

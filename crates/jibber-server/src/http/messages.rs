@@ -137,7 +137,9 @@ pub async fn send(
     IdPath(chat): IdPath,
     ApiJson(body): ApiJson<SendMessageRequest>,
 ) -> ApiResult<Response> {
-    let sent = service::send_message(&state, me, chat, body, None).await?;
+    let sent = service::send_message(&state, me, chat, body, None)
+        .await?
+        .sent;
     let ack = crate::service::ack_of(&sent);
     Ok(if sent.duplicate {
         ok(ack)

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use jibber_proto::ErrorCode;
-use jibber_proto::api::{DeliveredReceipt, ReadReceipt, SendMessageRequest, SendMessageResponse};
+use jibber_proto::api::{DeliveredReceipt, ReadReceipt, SendMessageRequest};
 use jibber_proto::events::{
     self, Ack, EventError, MarkDelivered, MarkRead, OnlineUsers, RefreshToken, SetActiveChat,
     Typing,
@@ -214,12 +214,12 @@ async fn send_message(
     socket: SocketRef,
     session: Arc<Session>,
     req: SendMessageRequest,
-) -> ApiResult<SendMessageResponse> {
+) -> ApiResult<Box<RawValue>> {
     let chat = req
         .chat_id
         .ok_or_else(|| ApiError::validation("chatId: required"))?;
-    let sent = service::send_message(&state, session.user, chat, req, Some(socket.id)).await?;
-    Ok(service::ack_of(&sent))
+    let stored = service::send_message(&state, session.user, chat, req, Some(socket.id)).await?;
+    Ok(stored.ack)
 }
 
 async fn mark_delivered(

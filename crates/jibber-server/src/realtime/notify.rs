@@ -20,6 +20,7 @@ use jibber_proto::events::{
 use jibber_store::Sent;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use socketioxide::extract::SocketRef;
 use socketioxide::socket::Sid;
 use socketioxide::{SendError, SocketError};
@@ -186,15 +187,14 @@ pub fn to_user<T: Serialize + ?Sized>(
 /// A message was stored (or found again): `messageSent` to the sender's devices, and for a new
 /// message `receivedMessage` to the receiver's devices (with an acknowledgement that marks it
 /// delivered) and to the sender's other devices.
-pub fn message_stored(state: &AppState, sent: &Sent, origin: Option<Sid>) {
+pub fn message_stored(state: &AppState, sent: &Sent, ack: &RawValue, origin: Option<Sid>) {
     let m = &sent.message;
-    let ack = crate::service::ack_of(sent);
     // The sender's devices are looked up once for both events.
     let senders = sockets_of(state, m.sender);
     for socket in &senders {
-        emit_to_socket(socket, events::MESSAGE_SENT, &ack);
+        emit_to_socket(socket, events::MESSAGE_SENT, ack);
     }
-    relay_emit(state, &[m.sender], events::MESSAGE_SENT, &ack);
+    relay_emit(state, &[m.sender], events::MESSAGE_SENT, ack);
     if sent.duplicate {
         return;
     }
