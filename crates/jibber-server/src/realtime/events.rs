@@ -3,7 +3,9 @@
 //! acknowledgement with `{ok: true, data}` or `{ok: false, error}`; a refused event is also
 //! reported with an `error` event.
 
+use std::convert::Infallible;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use jibber_proto::ErrorCode;
@@ -14,10 +16,12 @@ use jibber_proto::events::{
 };
 use jibber_store::util::now_ms;
 use serde::Serialize;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, Deserializer as _, IgnoredAny, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
+use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, SocketRef, TryData};
+use socketioxide::handler::FromMessageParts;
 use uuid::Uuid;
 
 use super::auth::{self, Session, session};
@@ -31,7 +35,7 @@ async fn handle<T, D, F, Fut>(
     state: AppState,
     socket: SocketRef,
     event: &'static str,
-    data: Option<Box<RawValue>>,
+    data: Payload<T>,
     ack: AckSender,
     f: F,
 ) where
@@ -46,7 +50,10 @@ async fn handle<T, D, F, Fut>(
     metrics::counter!("jibber_socket_events_total", "event" => event).increment(1);
     let result = async {
         state.realtime.check_rate(session.user, event).await?;
-        let payload: T = parse_event(event, data.as_deref())?;
+        let payload: T = match data {
+            Payload::Parsed(payload) => payload,
+            Payload::Raw(raw) => parse_event(event, raw.as_deref())?,
+        };
         // Boxed: the handlers' futures are large, and inline they made this whole future (which
         // socketioxide moves into a task for every event) several kilobytes to copy.
         Box::pin(f(state.clone(), socket.clone(), session.clone(), payload)).await
@@ -118,6 +125,64 @@ pub fn parse_event<T: DeserializeOwned>(event: &str, data: Option<&RawValue>) ->
     })
 }
 
+/// An event's payload, as the handler's extractor took it from the packet.
+///
+/// The common case is parsed into `T` straight from the packet's text (`["event", payload]`), in
+/// one pass. Anything else (no payload, more than one argument, binary attachments, a payload
+/// that does not parse as `T`) goes the general way: the payload's JSON text as socketioxide's
+/// parser yields it, then [`parse_event`], whose errors name the field. A payload parsed here is
+/// exactly what `parse_event` would make of that text; taking its text first was a second pass
+/// over every event (~5 % of the runtime thread in the relay, BENCHMARKS.md session 19). The
+/// extractor runs before the rate check, as the text's extraction did; a rate-limited event is
+/// refused whatever its payload.
+pub enum Payload<T> {
+    Parsed(T),
+    Raw(Option<Box<RawValue>>),
+}
+
+impl<T: DeserializeOwned, A: Adapter> FromMessageParts<A> for Payload<T> {
+    type Error = Infallible;
+
+    fn from_message_parts(
+        s: &Arc<socketioxide::socket::Socket<A>>,
+        v: &mut socketioxide::handler::Value,
+        ack_id: &Option<i64>,
+    ) -> Result<Self, Infallible> {
+        if let socketioxide::handler::Value::Str(text, None) = v
+            && let Some(payload) = parse_args(text.as_str())
+        {
+            return Ok(Payload::Parsed(payload));
+        }
+        let TryData(raw) = TryData::<(Box<RawValue>,)>::from_message_parts(s, v, ack_id)?;
+        Ok(Payload::Raw(raw.ok().map(|(raw,)| raw)))
+    }
+}
+
+/// `T` from an event's text `["name", payload]` with exactly one payload; `None` for anything
+/// else (the caller then goes the general way).
+pub fn parse_args<T: DeserializeOwned>(text: &str) -> Option<T> {
+    struct Args<T>(PhantomData<T>);
+    impl<'de, T: DeserializeOwned> Visitor<'de> for Args<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an event name and one payload")
+        }
+        fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<T, S::Error> {
+            let missing = || serde::de::Error::custom("missing");
+            seq.next_element::<IgnoredAny>()?.ok_or_else(missing)?;
+            let payload = seq.next_element::<T>()?.ok_or_else(missing)?;
+            match seq.next_element::<IgnoredAny>()? {
+                None => Ok(payload),
+                Some(_) => Err(serde::de::Error::custom("more than one payload")),
+            }
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let payload = de.deserialize_seq(Args(PhantomData)).ok()?;
+    de.end().ok()?;
+    Some(payload)
+}
+
 /// Registers one event handler that parses its payload as `T`.
 ///
 /// The payload arrives unparsed, as the first argument after the event name (a one-element
@@ -129,9 +194,9 @@ macro_rules! on {
         let state = $state.clone();
         $socket.on(
             $event,
-            move |s: SocketRef, TryData(data): TryData<(Box<RawValue>,)>, ack: AckSender| {
+            move |s: SocketRef, data: Payload<_>, ack: AckSender| {
                 let state = state.clone();
-                async move { handle(state, s, $event, data.ok().map(|(d,)| d), ack, $handler).await }
+                async move { handle(state, s, $event, data, ack, $handler).await }
             },
         );
     }};
@@ -425,7 +490,7 @@ mod tests {
     use jibber_proto::events::MarkRead;
     use serde_json::value::RawValue;
 
-    use super::parse_event;
+    use super::{parse_args, parse_event};
 
     fn raw(text: &str) -> Box<RawValue> {
         RawValue::from_string(text.to_owned()).expect("valid JSON")
@@ -460,5 +525,43 @@ mod tests {
         let p = raw(r#"{"upToSequence":1,"upToSequence":9}"#);
         let m: MarkRead = parse_event("markMessageAsRead", Some(&p)).expect("as before");
         assert_eq!(m.up_to_sequence, Some(9));
+    }
+
+    #[test]
+    fn the_one_pass_parse_takes_only_what_the_general_way_gives_alike() {
+        let id = uuid::Uuid::now_v7();
+        let payload = format!(r#"{{"chatId":"{id}","upToSequence":7}}"#);
+        // The common case: parsed in one pass, to what the general way makes of its payload.
+        for text in [
+            format!(r#"["markMessageAsRead",{payload}]"#),
+            format!(" [ \"markMessageAsRead\" ,\n{payload} ] "),
+        ] {
+            let fast: MarkRead = parse_args(&text).expect("one pass");
+            let general: MarkRead =
+                parse_event("markMessageAsRead", Some(&raw(&payload))).expect("general");
+            assert_eq!(
+                (fast.chat_id, fast.up_to_sequence, fast.message_id),
+                (general.chat_id, general.up_to_sequence, general.message_id),
+                "{text}"
+            );
+        }
+        // Everything else is left to the general way (which refuses it, names the field, or
+        // keeps its older reading), so what a client sees does not change.
+        for text in [
+            r#"["markMessageAsRead"]"#.to_owned(),
+            format!(r#"["markMessageAsRead",{payload},1]"#),
+            format!(r#"["markMessageAsRead",{payload}] x"#),
+            r#"["markMessageAsRead",{"chatId":"not-a-uuid","upToSequence":7}]"#.to_owned(),
+            r#"["markMessageAsRead",{"upToSequence":1,"upToSequence":9}]"#.to_owned(),
+            r#"["markMessageAsRead",null]"#.to_owned(),
+            r#"{"markMessageAsRead":1}"#.to_owned(),
+            "not json".to_owned(),
+            String::new(),
+        ] {
+            assert!(parse_args::<MarkRead>(&text).is_none(), "{text}");
+        }
+        // A payload of any JSON value: exactly the second element.
+        let v: serde_json::Value = parse_args(r#"["userAway",{"a":[1,"x"]}]"#).expect("value");
+        assert_eq!(v, serde_json::json!({"a": [1, "x"]}));
     }
 }
