@@ -121,12 +121,21 @@ pub async fn send_message(
     })?;
     metrics::counter!("jibber_messages_total", "result" => if sent.duplicate { "duplicate" } else { "stored" })
         .increment(1);
-    // A failure here is not the store's: the message is stored, and a retried send finds it.
-    let ack = serde_json::value::to_raw_value(&ack_of(&sent)).map_err(|e| {
-        ApiError::internal(format_args!("the acknowledgement does not serialize: {e}"))
-    })?;
-    notify::message_stored(state, &sent, &ack, origin);
-    Ok(Stored { sent, ack })
+    let ack = ack_of(&sent);
+    match serde_json::value::to_raw_value(&ack) {
+        Ok(raw) => {
+            notify::message_stored(state, &sent, &*raw, origin);
+            Ok(Stored { sent, ack: raw })
+        }
+        // Not expected (a plain struct); the devices are told all the same, and the sender's
+        // retry finds the message stored.
+        Err(e) => {
+            notify::message_stored(state, &sent, &ack, origin);
+            Err(ApiError::internal(format_args!(
+                "the acknowledgement does not serialize: {e}"
+            )))
+        }
+    }
 }
 
 /// The acknowledgement of a send (REST answer, socket ack and `messageSent`).

@@ -20,7 +20,6 @@ use jibber_proto::events::{
 use jibber_store::Sent;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use serde_json::value::RawValue;
 use socketioxide::extract::SocketRef;
 use socketioxide::socket::Sid;
 use socketioxide::{SendError, SocketError};
@@ -186,8 +185,14 @@ pub fn to_user<T: Serialize + ?Sized>(
 
 /// A message was stored (or found again): `messageSent` to the sender's devices, and for a new
 /// message `receivedMessage` to the receiver's devices (with an acknowledgement that marks it
-/// delivered) and to the sender's other devices.
-pub fn message_stored(state: &AppState, sent: &Sent, ack: &RawValue, origin: Option<Sid>) {
+/// delivered) and to the sender's other devices. `ack` is the send's acknowledgement (its JSON
+/// text, serialized once by the caller for this and the socket's acknowledgement).
+pub fn message_stored<A: Serialize + ?Sized>(
+    state: &AppState,
+    sent: &Sent,
+    ack: &A,
+    origin: Option<Sid>,
+) {
     let m = &sent.message;
     // The sender's devices are looked up once for both events.
     let senders = sockets_of(state, m.sender);
