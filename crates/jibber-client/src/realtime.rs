@@ -207,6 +207,13 @@ impl Cache {
 }
 
 impl Track {
+    /// Message `sequence` reached the application (or was settled): `applied` moves to it, and
+    /// on over this device's own acknowledged messages that follow.
+    fn reach(&mut self, sequence: i64) {
+        self.applied = self.applied.max(sequence);
+        self.advance();
+    }
+
     /// Moves `applied` over this device's own acknowledged messages that are next.
     fn advance(&mut self) {
         while self.own.remove(&(self.applied + 1)).is_some() {
@@ -421,8 +428,7 @@ impl Shared {
             }
             let own_here = track.own.remove(&m.sequence_number).is_some();
             if own_here {
-                track.applied = m.sequence_number;
-                track.advance();
+                track.reach(m.sequence_number);
             }
             own_here
         };
@@ -441,12 +447,11 @@ impl Shared {
         } else {
             Some(self.open(&m).await?)
         };
-        {
-            let mut cache = self.cache();
-            let track = cache.tracks.entry(chat).or_default();
-            track.applied = track.applied.max(m.sequence_number);
-            track.advance();
-        }
+        self.cache()
+            .tracks
+            .entry(chat)
+            .or_default()
+            .reach(m.sequence_number);
         if let Some(text) = text {
             self.emit(Event::Message(Box::new(Received {
                 message: m,
