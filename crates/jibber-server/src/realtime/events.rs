@@ -185,9 +185,9 @@ pub fn parse_args<T: DeserializeOwned>(text: &str) -> Option<T> {
 
 /// Registers one event handler that parses its payload as `T`.
 ///
-/// The payload arrives unparsed, as the first argument after the event name (a one-element
-/// tuple: socketioxide then hands over that element's JSON text). An emit with more arguments
-/// than the one payload is refused as VALIDATION_FAILED (it was parsed from its first argument
+/// The payload is the one argument after the event name, taken by [`Payload`] (parsed in one
+/// pass, or handed over as its JSON text for [`parse_event`]). An emit with more arguments than
+/// the one payload is refused as VALIDATION_FAILED (it was parsed from its first argument
 /// before; no client of the API sends more).
 macro_rules! on {
     ($socket:expr, $state:expr, $event:expr, $handler:expr) => {{
