@@ -97,6 +97,11 @@ pub const SPECS: &[Spec] = &[
         help: "`full` (a commit survives power loss) or `normal` (faster; the last commits may be lost on power loss, never on a crash of the process).",
     },
     Spec {
+        key: "sqlite_commit_interval",
+        default: "1ms",
+        help: "The least time between the starts of two SQLite commits (0 to 100ms; 0: the next commit starts as soon as the last is on disk). Sends arriving meanwhile share the next commit: fewer disk writes and flushes and less CPU at moderate rates, for up to this much more latency (plus the timer's 1 ms resolution).",
+    },
+    Spec {
         key: "jwt_secret",
         default: "",
         help: "Secret that signs access tokens (at least 32 characters). Empty in development: generated and kept in the data directory.",
@@ -248,6 +253,7 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub database_url: String,
     pub sqlite_full_sync: bool,
+    pub sqlite_commit_interval: Duration,
     /// The PostgreSQL pool (unused on SQLite); [`Settings::pg_config`] applies them.
     pub database_max_connections: u32,
     pub database_acquire_timeout: Duration,
@@ -489,6 +495,11 @@ impl Settings {
                 _ => None,
             },
             "`full` or `normal`",
+        );
+        let sqlite_commit_interval = p.parse(
+            "sqlite_commit_interval",
+            |v| parse_duration(v).filter(|d| *d <= Duration::from_millis(100)),
+            "a duration from 0 to 100ms, such as 1ms",
         );
         let database_max_connections = p.parse(
             "database_max_connections",
@@ -733,6 +744,7 @@ impl Settings {
             data_dir,
             database_url,
             sqlite_full_sync: sqlite_full_sync.expect("checked"),
+            sqlite_commit_interval: sqlite_commit_interval.expect("checked"),
             database_max_connections: database_max_connections.expect("checked"),
             database_acquire_timeout: database_acquire_timeout.expect("checked"),
             database_statement_timeout: database_statement_timeout.expect("checked"),
@@ -965,6 +977,27 @@ mod tests {
             s.cors_origins,
             vec!["https://a.example", "https://b.example"]
         );
+    }
+
+    #[test]
+    fn the_sqlite_commit_interval_is_configurable_within_bounds() {
+        let s = load(&[]).expect("valid");
+        assert_eq!(
+            s.sqlite_commit_interval,
+            jibber_store_sqlite::DEFAULT_COMMIT_INTERVAL
+        );
+        let off = load(&[("JIBBER_SQLITE_COMMIT_INTERVAL", "0")]).expect("valid");
+        assert!(off.sqlite_commit_interval.is_zero());
+        let s = load(&[("JIBBER_SQLITE_COMMIT_INTERVAL", "5ms")]).expect("valid");
+        assert_eq!(s.sqlite_commit_interval, Duration::from_millis(5));
+        for bad in ["1s", "soon", "-1ms"] {
+            let err = load(&[("JIBBER_SQLITE_COMMIT_INTERVAL", bad)]).expect_err(bad);
+            assert!(
+                err.to_string()
+                    .contains("sqlite_commit_interval (from JIBBER_SQLITE_COMMIT_INTERVAL)"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

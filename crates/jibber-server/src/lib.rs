@@ -72,6 +72,7 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
     } else {
         Durability::Normal
     };
+    config.commit_interval = settings.sqlite_commit_interval;
     let store = SqliteStore::open(&config).await.with_context(context)?;
     Ok(Arc::new(store))
 }

@@ -974,11 +974,12 @@ impl PgStore {
             .connect_with(opts)
             .await
             .map_err(backend_err)?;
-        let sends = GroupCommit::spawn("postgres", "send", MAX_BATCH, {
+        // Not paced: PostgreSQL's own `commit_delay` is the setting for that.
+        let sends = GroupCommit::spawn("postgres", "send", MAX_BATCH, Duration::ZERO, {
             let pool = pool.clone();
             move |batch| send_batch(pool.clone(), batch)
         });
-        let deliveries = GroupCommit::spawn("postgres", "delivered", MAX_BATCH, {
+        let deliveries = GroupCommit::spawn("postgres", "delivered", MAX_BATCH, Duration::ZERO, {
             let pool = pool.clone();
             move |batch| delivery_batch(pool.clone(), batch)
         });

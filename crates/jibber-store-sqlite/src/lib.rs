@@ -62,7 +62,17 @@ pub struct SqliteConfig {
     pub acquire_timeout: Duration,
     /// When the WAL is copied back into the database file (off the writer's path).
     pub checkpoint: CheckpointPolicy,
+    /// The least time from the start of one batch commit to the next (zero: the next starts as
+    /// soon as the last is durable). Bounds the commits, and so the disk flushes, per second;
+    /// see `jibber_store::batch`.
+    pub commit_interval: Duration,
 }
+
+/// [`SqliteConfig::commit_interval`]'s default, the server's `sqlite_commit_interval`: at most
+/// 1,000 commits a second. At 2,000 messages a second it took the server's CPU from ~60 % to
+/// ~35-40 % of a core and its disk flushes from 2,235 to 483 a second, for ~2 ms more at the
+/// median (BENCHMARKS.md, session 20).
+pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(1);
 
 impl SqliteConfig {
     pub fn new(url: impl Into<String>) -> Self {
@@ -72,6 +82,7 @@ impl SqliteConfig {
             read_connections: 4,
             acquire_timeout: Duration::from_secs(5),
             checkpoint: CheckpointPolicy::default(),
+            commit_interval: DEFAULT_COMMIT_INTERVAL,
         }
     }
 }
@@ -267,10 +278,16 @@ impl SqliteStore {
         )?;
         let reads =
             reader::ReadPool::open(&filename, config.read_connections, config.acquire_timeout)?;
-        let writes = GroupCommit::spawn("sqlite", "write", MAX_WRITE_BATCH, {
-            let (batch_writer, reads) = (batch_writer.clone(), reads.clone());
-            move |batch| write_batch(batch_writer.clone(), reads.clone(), batch)
-        });
+        let writes = GroupCommit::spawn(
+            "sqlite",
+            "write",
+            MAX_WRITE_BATCH,
+            config.commit_interval,
+            {
+                let (batch_writer, reads) = (batch_writer.clone(), reads.clone());
+                move |batch| write_batch(batch_writer.clone(), reads.clone(), batch)
+            },
+        );
         Ok(SqliteStore {
             writer,
             reader,

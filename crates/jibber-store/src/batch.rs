@@ -22,13 +22,25 @@
 //! batch answers `Unavailable` at once; clients retry with the same `tempMessageId`, which the
 //! store deduplicates.
 //!
+//! A writer may be paced (`pace`, SQLite's `sqlite_commit_interval`): a batch starts no sooner
+//! than `pace` after the one before it started, and whatever is queued by then joins it. A
+//! writer that starts the next transaction as soon as the last one is durable spends any spare
+//! time on smaller, more frequent commits: at moderate rates that is a commit (and a disk flush)
+//! for every one or two messages, which costs CPU and the disk's I/O operations (a cloud disk's
+//! IOPS budget; this project's machines stall all I/O for ~10-20 ms once past ~3,000 flushes a
+//! second, BENCHMARKS.md session 20). Pacing bounds the commits per second and costs a message at
+//! most `pace` (plus the timer's 1 ms resolution); under load, when a commit takes longer than
+//! `pace`, it changes nothing.
+//!
 //! Batch sizes are recorded in the `jibber_store_batch_size` histogram (labels `backend` and
 //! `kind`).
 
 use std::future::Future;
+use std::time::Duration;
 
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use jibber_proto::api::DeliveredReceipt;
@@ -142,10 +154,13 @@ where
     /// Spawns the writer task on the current Tokio runtime. `write` stores a batch in one
     /// transaction: `Ok` holds one answer per item, in order, and means the transaction
     /// committed; `Err` means nothing was committed. `kind` labels the batch-size metric.
+    /// A batch starts no sooner than `pace` after the previous one started (zero: at once; see
+    /// the module's documentation).
     pub fn spawn<F, Fut>(
         backend: &'static str,
         kind: &'static str,
         max_batch: usize,
+        pace: Duration,
         write: F,
     ) -> Self
     where
@@ -154,7 +169,16 @@ where
     {
         let (queue, mut rx) = mpsc::channel::<Job<R, A>>(QUEUE);
         tokio::spawn(async move {
+            // The earliest start of the next batch.
+            let mut next_start = Instant::now();
             while let Some(first) = rx.recv().await {
+                if !pace.is_zero() {
+                    if next_start > Instant::now() {
+                        // What is queued meanwhile joins this batch.
+                        tokio::time::sleep_until(next_start).await;
+                    }
+                    next_start = Instant::now() + pace;
+                }
                 // Whatever is already queued joins the batch, up to `max_batch` sends (a
                 // `submit_many` larger than that is still one batch).
                 let mut n = first.0.len();
@@ -396,24 +420,78 @@ mod tests {
         assert_eq!(*calls.lock().expect("lock"), vec![3]);
     }
 
+    /// A paced writer starts a batch no sooner than `pace` after the last one started, and what
+    /// is queued meanwhile joins it; an unpaced one starts at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_paced_writer_gathers_what_arrives_within_its_interval() {
+        for pace in [Duration::from_millis(10), Duration::ZERO] {
+            let starts = std::sync::Arc::new(Mutex::new(Vec::new()));
+            let log = starts.clone();
+            let commit =
+                GroupCommit::spawn("test", "send", 16, pace, move |batch: Vec<SendRequest>| {
+                    log.lock()
+                        .expect("lock")
+                        .push((Instant::now(), batch.len()));
+                    std::future::ready(Ok(batch
+                        .into_iter()
+                        .map(|_| Err::<Sent, _>(StoreError::NotFound))
+                        .collect()))
+                });
+            let first = commit.submit(requests(&["1"]).remove(0)).await;
+            assert!(matches!(first, Err(StoreError::NotFound)));
+            // Three more sends, 2 ms apart, from the first commit on.
+            let later = |temp: &'static str, after: u64| {
+                let commit = commit.clone();
+                async move {
+                    tokio::time::sleep(Duration::from_millis(after)).await;
+                    commit.submit(requests(&[temp]).remove(0)).await
+                }
+            };
+            let (a, b, c) = tokio::join!(later("2", 2), later("3", 4), later("4", 6));
+            assert!(
+                [a, b, c]
+                    .iter()
+                    .all(|r| matches!(r, Err(StoreError::NotFound)))
+            );
+            let starts = starts.lock().expect("lock").clone();
+            let sizes: Vec<usize> = starts.iter().map(|(_, n)| *n).collect();
+            let gaps: Vec<Duration> = starts.windows(2).map(|w| w[1].0 - w[0].0).collect();
+            if pace.is_zero() {
+                // Each started as it came.
+                assert_eq!(sizes, vec![1, 1, 1, 1], "{gaps:?}");
+                assert_eq!(gaps, vec![Duration::from_millis(2); 3]);
+            } else {
+                // The three came within the interval: one batch, at its end.
+                assert_eq!(sizes, vec![1, 3], "{gaps:?}");
+                assert_eq!(gaps, vec![pace]);
+            }
+        }
+    }
+
     #[tokio::test]
     async fn the_writer_answers_every_caller_in_queue_order() {
         let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
         let log = seen.clone();
-        let commit = GroupCommit::spawn("test", "send", 4, move |batch: Vec<SendRequest>| {
-            log.lock().expect("lock").push(
-                batch
-                    .iter()
-                    .map(|r| r.msg.temp_message_id.clone())
-                    .collect::<Vec<_>>(),
-            );
-            std::future::ready(Ok(batch
-                .into_iter()
-                .map(|r| {
-                    Err::<Sent, _>(StoreError::Conflict(if r.count_unread { "u" } else { "n" }))
-                })
-                .collect()))
-        });
+        let commit = GroupCommit::spawn(
+            "test",
+            "send",
+            4,
+            Duration::ZERO,
+            move |batch: Vec<SendRequest>| {
+                log.lock().expect("lock").push(
+                    batch
+                        .iter()
+                        .map(|r| r.msg.temp_message_id.clone())
+                        .collect::<Vec<_>>(),
+                );
+                std::future::ready(Ok(batch
+                    .into_iter()
+                    .map(|r| {
+                        Err::<Sent, _>(StoreError::Conflict(if r.count_unread { "u" } else { "n" }))
+                    })
+                    .collect()))
+            },
+        );
         let many = commit
             .submit_many(requests(&["1", "2", "3", "4", "5", "6"]))
             .await;
