@@ -251,6 +251,11 @@ fn run_client(work: impl std::future::Future<Output = client::Outcome>) -> anyho
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     jibber_server::telemetry::init_logging(&settings);
+    // Every connection is a file: a soft limit of 1,024 (the default of many distributions and
+    // service managers) would cap the server near 1,000 clients whatever the host allows. The
+    // hard limit is the deployment's choice (docs/operations.md, "Many connections on one host").
+    let open_files = jibber_bench::setup::raise_file_limit();
+    tracing::info!(open_files, "open-file limit");
     let addr = std::net::SocketAddr::new(settings.host, settings.port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -49,6 +49,34 @@ fn serve_in_an_empty_directory_answers_health_and_stops_on_sigterm() {
     assert!(exit.success(), "exit status {exit:?}");
 }
 
+/// Started under a low soft limit of open files (many distributions and services start with
+/// 1,024), the server raises it to the hard limit, so that it can hold as many connections as
+/// the host allows without a wrapper script.
+#[test]
+fn serve_raises_its_open_file_limit_to_the_hard_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sh = Command::new("sh");
+    sh.args([
+        "-c",
+        "ulimit -Sn 256 && exec \"$0\" serve --port 0",
+        env!("CARGO_BIN_EXE_jibber"),
+    ]);
+    let server = Server::start(sh, dir.path(), &[]);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.child.id()))
+        .expect("/proc/PID/limits");
+    let files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("the open-file limit");
+    let numbers: Vec<&str> = files.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(numbers.len(), 2, "{files}");
+    assert_ne!(numbers[0], "256", "the soft limit stayed low: {files}");
+    assert_eq!(
+        numbers[0], numbers[1],
+        "soft limit below the hard one: {files}"
+    );
+}
+
 #[test]
 fn an_invalid_setting_stops_start_up_naming_every_one() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -56,8 +56,14 @@ pub struct Server {
 impl Server {
     pub fn spawn(dir: &std::path::Path, extra_env: &[(&str, &str)]) -> Server {
         let mut cmd = jibber();
-        cmd.args(["serve", "--port", "0"])
-            .current_dir(dir)
+        cmd.args(["serve", "--port", "0"]);
+        Server::start(cmd, dir, extra_env)
+    }
+
+    /// Runs `cmd` (which starts `jibber serve --port 0`, maybe through a wrapper) in `dir` with
+    /// only `PATH` and `extra_env`, and waits for the address it prints.
+    pub fn start(mut cmd: Command, dir: &std::path::Path, extra_env: &[(&str, &str)]) -> Server {
+        cmd.current_dir(dir)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .stdout(Stdio::piped())
