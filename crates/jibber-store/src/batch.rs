@@ -27,8 +27,8 @@
 //! writer that starts the next transaction as soon as the last one is durable spends any spare
 //! time on smaller, more frequent commits: at moderate rates that is a commit (and a disk flush)
 //! for every one or two messages, which costs CPU and the disk's I/O operations (a cloud disk's
-//! IOPS budget; this project's machines stall all I/O for ~10-20 ms once past ~3,000 flushes a
-//! second, BENCHMARKS.md session 20). Pacing bounds the commits per second and costs a message at
+//! IOPS budget; this project's machines stall all I/O for ~10-20 ms every 100 ms under sustained
+//! flushing, BENCHMARKS.md session 20). Pacing bounds the commits per second and costs a message at
 //! most `pace` (plus the timer's 1 ms resolution); under load, when a commit takes longer than
 //! `pace`, it changes nothing.
 //!
