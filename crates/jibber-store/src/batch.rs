@@ -169,6 +169,9 @@ where
     {
         let (queue, mut rx) = mpsc::channel::<Job<R, A>>(QUEUE);
         tokio::spawn(async move {
+            // Taken once: a lookup in the metrics registry per batch is not free (the recorder
+            // is installed before any store opens).
+            let sizes = metrics::histogram!("jibber_store_batch_size", "backend" => backend, "kind" => kind);
             // The earliest start of the next batch.
             let mut next_start = Instant::now();
             while let Some(first) = rx.recv().await {
@@ -188,8 +191,7 @@ where
                     n += job.0.len();
                     jobs.push(job);
                 }
-                metrics::histogram!("jibber_store_batch_size", "backend" => backend, "kind" => kind)
-                    .record(n as f64);
+                sizes.record(n as f64);
                 let mut requests = Vec::with_capacity(n);
                 let mut replies = Vec::with_capacity(jobs.len());
                 for (reqs, reply) in jobs {
