@@ -191,22 +191,37 @@ impl Harness {
 
     /// Waits (at most [`WAIT`]) until `done` holds; fails at once on a problem.
     async fn wait(&self, what: &str, done: impl Fn(&Progress) -> bool) {
+        if !self.wait_up_to(WAIT, what, done).await {
+            panic!("timed out waiting for {what}: {}", self.report().await);
+        }
+    }
+
+    /// Waits at most `limit` until `done` holds; whether it did. Fails at once on a problem.
+    async fn wait_up_to(
+        &self,
+        limit: Duration,
+        what: &str,
+        done: impl Fn(&Progress) -> bool,
+    ) -> bool {
         let mut rx = self.progress.subscribe();
         let reached =
-            tokio::time::timeout(WAIT, rx.wait_for(|p| done(p) || !p.problems.is_empty()))
+            tokio::time::timeout(limit, rx.wait_for(|p| done(p) || !p.problems.is_empty()))
                 .await
                 .map(|r| r.map(|p| p.problems.clone()));
         match reached {
-            Ok(Ok(problems)) => assert!(problems.is_empty(), "{what}: {problems:#?}"),
-            Ok(Err(_)) => unreachable!("the harness keeps the sender"),
-            Err(_) => {
-                let progress = self.progress.borrow().clone();
-                panic!(
-                    "timed out waiting for {what}: {progress:#?}\n{}",
-                    self.unsent_report().await
-                )
+            Ok(Ok(problems)) => {
+                assert!(problems.is_empty(), "{what}: {problems:#?}");
+                true
             }
+            Ok(Err(_)) => unreachable!("the harness keeps the sender"),
+            Err(_) => false,
         }
+    }
+
+    /// The progress so far and [`Harness::unsent_report`], for a failure's message.
+    async fn report(&self) -> String {
+        let progress = self.progress.borrow().clone();
+        format!("{progress:#?}\n{}", self.unsent_report().await)
     }
 
     /// Per user: the messages queued that never reached `Sent`, and what its outbox file holds.
@@ -401,15 +416,16 @@ async fn queue(h: &Harness, client: &Client, user: usize, chat: Uuid, text: &str
             Ok(temp) => return temp,
             Err(e) if e.is_transient() => {
                 if Instant::now() >= deadline {
-                    let progress = h.progress.borrow().clone();
-                    let unsent = h.unsent_report().await;
-                    panic!("sending kept failing for {WAIT:?}, last: {e}: {progress:#?}\n{unsent}");
+                    panic!(
+                        "sending kept failing for {WAIT:?}, last: {e}: {}",
+                        h.report().await
+                    );
                 }
-                let mut rx = h.progress.subscribe();
-                let again = |p: &Progress| p.connects[user] > connects || !p.problems.is_empty();
-                if let Ok(Ok(p)) = tokio::time::timeout(RETRY, rx.wait_for(again)).await {
-                    assert!(p.problems.is_empty(), "{:#?}", p.problems);
-                }
+                // Not reconnected within RETRY: the send is tried again all the same.
+                h.wait_up_to(RETRY, "the client to reconnect", |p| {
+                    p.connects[user] > connects
+                })
+                .await;
             }
             Err(e) => panic!("send refused: {e}"),
         }
